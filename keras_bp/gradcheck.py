@@ -1,0 +1,181 @@
+"""Hand-written gradients measured against TensorFlow's: the tape, and numerical differences.
+
+A `Case` is one scalar loss, written as TensorFlow ops so the tape (and the numerical
+checker) can differentiate it, plus the gradients `keras_bp.backprop` computes by hand.
+The tests and `scripts/gradient_check.py` both build their cases here.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_bp import backprop
+from keras_bp.layers import ManualDense
+
+# float64 tests the math; float32 tests what training uses. In float32 a sum of a few O(1)
+# terms carries a few ulps (1.2e-7 each) of absolute error, hence atol=1e-6 beside rtol=1e-5.
+TOLERANCES = {
+    "float64": {"rtol": 1e-12, "atol": 1e-14},
+    "float32": {"rtol": 1e-5, "atol": 1e-6},
+}
+# Central differences with delta=1e-6: truncation error ~delta², round-off ~1e-16/delta.
+NUMERICAL_DELTA = 1e-6
+NUMERICAL_TOLERANCE = {"rtol": 1e-7, "atol": 1e-9}
+
+
+class Errors(NamedTuple):
+    """`relative` is max |manual − reference| / max |reference|, per tensor, so entries
+    that cancel to almost zero do not inflate it; `absolute` is max |manual − reference|."""
+
+    relative: float
+    absolute: float
+
+
+@dataclass
+class Case:
+    name: str
+    params: list  # the tensors the gradients are taken with respect to
+    loss_fn: Callable  # loss_fn(*params) -> scalar, as TensorFlow ops
+    manual: list  # the hand-written ∂loss/∂param, in the order of params
+
+
+def max_errors(manual, reference) -> Errors:
+    relative, absolute = 0.0, 0.0
+    for m, r in zip(manual, reference, strict=True):
+        m, r = np.asarray(m, np.float64), np.asarray(r, np.float64)
+        diff = np.max(np.abs(m - r), initial=0.0)
+        scale = np.max(np.abs(r), initial=0.0)
+        relative = max(relative, diff / scale if scale > 0 else (np.inf if diff > 0 else 0.0))
+        absolute = max(absolute, diff)
+    return Errors(float(relative), float(absolute))
+
+
+def tape_gradients(case):
+    params = [tf.convert_to_tensor(p) for p in case.params]
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        loss = case.loss_fn(*params)
+    return tape.gradient(loss, params)
+
+
+def numerical_gradients(case, delta=NUMERICAL_DELTA):
+    """Central differences from `tf.test.compute_gradient`, reshaped like the params."""
+    _, jacobians = tf.test.compute_gradient(case.loss_fn, list(case.params), delta=delta)
+    return [np.reshape(j, np.shape(p)) for j, p in zip(jacobians, case.params, strict=True)]
+
+
+def tape_errors(case) -> Errors:
+    return max_errors(case.manual, tape_gradients(case))
+
+
+def numerical_errors(case, delta=NUMERICAL_DELTA) -> Errors:
+    return max_errors(case.manual, numerical_gradients(case, delta))
+
+
+def assert_close(manual, reference, dtype):
+    """Assert elementwise closeness within `TOLERANCES[dtype]`; return the `Errors`."""
+    for m, r in zip(manual, reference, strict=True):
+        np.testing.assert_allclose(np.asarray(m), np.asarray(r), **TOLERANCES[dtype])
+    return max_errors(manual, reference)
+
+
+# Cases. Inputs are O(1) and pre-activations stay at least `margin` away from 0 (the ReLU
+# kink), so central differences never straddle it.
+
+
+def _normal(rng, shape, dtype, margin=0.0):
+    a = rng.normal(size=shape)
+    return (a + margin * np.sign(a)).astype(dtype)
+
+
+def _probabilities(rng, shape, dtype, one_hot):
+    if one_hot:
+        return np.eye(shape[-1])[rng.integers(0, shape[-1], shape[0])].astype(dtype)
+    a = rng.uniform(0.05, 1.0, size=shape)
+    return (a / a.sum(axis=-1, keepdims=True)).astype(dtype)
+
+
+def keras_loss(name, y_true, y_pred):
+    """The Keras loss on plain tensors (no `_keras_logits`), averaged over the batch."""
+    return tf.reduce_mean(keras.losses.get(name)(y_true, y_pred))
+
+
+def activation_case(name, batch, width, dtype, seed=0, margin=0.1):
+    """L = Σ r·f(z) for a fixed random r, so ∂L/∂z = activation_backward(r)."""
+    rng = np.random.default_rng(seed)
+    z, r = _normal(rng, (batch, width), dtype, margin), _normal(rng, (batch, width), dtype)
+    _, cache = backprop.activation_forward(z, name)
+    manual = [backprop.activation_backward(r, cache)]
+    return Case(name, [z], lambda z: tf.reduce_sum(backprop.activation_forward(z, name)[0] * r),
+                manual)
+
+
+def loss_case(name, batch, width, dtype, seed=0):
+    """Keras's own loss against `backprop`'s; cross-entropy gets unnormalised probabilities."""
+    rng = np.random.default_rng(seed)
+    if name == "categorical_crossentropy":
+        y_true = _probabilities(rng, (batch, width), dtype, one_hot=False)
+        y_pred = rng.uniform(0.05, 1.0, size=(batch, width)).astype(dtype)
+    else:
+        y_true, y_pred = _normal(rng, (batch, width), dtype), _normal(rng, (batch, width), dtype)
+    _, dy_pred = backprop.get_loss(name)(y_true, y_pred)
+    return Case(name, [y_pred], lambda p: keras_loss(name, y_true, p), [dy_pred])
+
+
+def network_case(widths, activations, loss, batch, dtype, seed=0, margin=1e-3):
+    """A stack of dense layers `y = f(x·w + b)` and a loss; params are x, w1, b1, w2, b2, ..."""
+    rng = np.random.default_rng(seed)
+
+    def forward(x, *weights):
+        caches = []
+        for i, activation in enumerate(activations):
+            x, cache = backprop.dense_forward(x, weights[2 * i], weights[2 * i + 1], activation)
+            caches.append(cache)
+        return x, caches
+
+    while True:  # resample until every pre-activation z is clear of the ReLU kink
+        params = [_normal(rng, (batch, widths[0]), dtype)]
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+            params += [(rng.normal(size=(fan_in, fan_out)) / np.sqrt(fan_in)).astype(dtype),
+                       _normal(rng, (fan_out,), dtype)]
+        y_pred, caches = forward(*params)
+        pre_activations = [cache[1][1] for cache in caches]  # cache = (affine, (name, z, _))
+        if min(np.min(np.abs(z)) for z in pre_activations) >= margin:
+            break
+    one_hot = loss == "categorical_crossentropy"
+    y_true = (_probabilities(rng, (batch, widths[-1]), dtype, one_hot) if one_hot
+              else _normal(rng, (batch, widths[-1]), dtype))
+    _, dy = backprop.get_loss(loss)(y_true, y_pred)
+    grads = []
+    for cache in reversed(caches):  # backwards: each layer's dx is the dy of the one before
+        dy, dw, db = backprop.dense_backward(dy, cache)
+        grads = [dw, db, *grads]
+    name = "-".join(activations) + f" net, {loss}"
+    return Case(name, params, lambda *p: keras_loss(loss, y_true, forward(*p)[0]), [dy, *grads])
+
+
+def manual_dense_case(activation, batch, input_dim, units, dtype, seed=0, margin=1e-3):
+    """ManualDense's gradients (its custom gradient) against Dense's math, via the tape."""
+    rng = np.random.default_rng(seed)
+    while True:  # resample until x·w + b is clear of the ReLU kink
+        x, r = _normal(rng, (batch, input_dim), dtype), _normal(rng, (batch, units), dtype)
+        w, b = _normal(rng, (input_dim, units), dtype), _normal(rng, (units,), dtype)
+        if np.min(np.abs(x @ w + b)) >= margin:
+            break
+    layer = ManualDense(units, activation=activation, dtype=dtype)
+    layer.build((batch, input_dim))
+    layer.set_weights([w, b])
+    x_tensor = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_tensor)
+        loss = tf.reduce_sum(layer(x_tensor) * r)
+    manual = tape.gradient(loss, [x_tensor, layer.kernel, layer.bias])
+    f = keras.activations.get(activation)
+
+    def dense_loss(x, w, b):  # what keras.layers.Dense.call computes
+        return tf.reduce_sum(f(keras.ops.add(keras.ops.matmul(x, w), b)) * r)
+
+    return Case(f"ManualDense {activation}", [x, w, b], dense_loss, manual)

@@ -1,0 +1,47 @@
+"""The seed's model: 784 → Dense(512, relu) → Dense(10, softmax), compiled exactly as the tutorial."""
+
+import hashlib
+
+import keras
+import numpy as np
+
+INPUT_DIM = 784
+HIDDEN_UNITS = 512
+NUM_CLASSES = 10
+
+
+def build_model(dense=keras.layers.Dense, compile=True) -> keras.Sequential:
+    """Build (and by default compile) the seed's two-layer network.
+
+    Args:
+        dense: the layer class for both layers, `keras.layers.Dense` or a drop-in
+            replacement such as `keras_bp.layers.ManualDense`.
+        compile: compile with the seed's `rmsprop` / `categorical_crossentropy` / `accuracy`.
+    """
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(INPUT_DIM,)),
+            dense(HIDDEN_UNITS, activation="relu"),
+            dense(NUM_CLASSES, activation="softmax"),
+        ]
+    )
+    if compile:
+        model.compile(
+            optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"]
+        )
+    return model
+
+
+def weights_digest(weights) -> str:
+    """SHA-256 over the weights in order (dtype, shape and C-ordered bytes of each).
+
+    Accepts a model or a list of arrays/variables; equal digests mean bit-identical weights.
+    """
+    if isinstance(weights, keras.Model):
+        weights = weights.get_weights()
+    h = hashlib.sha256()
+    for w in weights:
+        a = np.ascontiguousarray(keras.ops.convert_to_numpy(w))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

@@ -1,0 +1,38 @@
+"""Train the classic Keras MNIST example through `model.fit`: the recipe `make train` runs.
+
+    python scripts/train.py [--epochs 5] [--batch-size 128] [--seed 0] [--out runs/fit]
+
+It prints Keras's progress bar, then `test accuracy: 0.xxxx`, and writes `metrics.json` and
+`model.keras` into `--out`. Expect a test accuracy of about 0.978 after 5 epochs.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
+
+from keras_bp import cli  # noqa: E402
+
+
+def main():
+    parser = cli.train_parser(__doc__.splitlines()[0], default_out="runs/fit")
+    parser.add_argument("--train-samples", type=cli.positive_int, default=None,
+                        help="train on the first N images only (default: all 60000)")
+    args = parser.parse_args()
+    config = cli.TrainConfig(args.epochs, args.batch_size, args.seed, cli.check_out_dir(args.out))
+
+    # Data: MNIST, verified, reshaped to (N, 784) float32 / 255, labels one-hot.
+    from keras_bp import recipe
+
+    data = recipe.mnist_arrays(args.train_samples)
+
+    # Model and training: Dense(512, relu) -> Dense(10, softmax), rmsprop, 5 epochs of 128.
+    model, metrics = recipe.train_fit(config, data)
+
+    # Evaluate: the figure the tutorial reports.
+    print(f"test accuracy: {metrics['test_accuracy']:.4f}")
+    print(f"test loss: {metrics['test_loss']:.4f}  ({metrics['train_seconds']:.1f} s training)")
+    print(f"wrote {config.out / 'metrics.json'} and {config.out / 'model.keras'}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,44 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """Real, verified MNIST (uint8), loaded once per session."""
+    from keras_bp.data import load_mnist
+
+    return load_mnist()
+
+
+@pytest.fixture
+def synthetic_data():
+    """A small preprocessed classification problem shaped like MNIST: 784 features, 10 classes."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(320, 28, 28), dtype=np.uint8)
+    labels = (images.reshape(320, -1)[:, :10].argmax(axis=1)).astype(np.uint8)
+    from keras_bp.data import preprocess
+
+    train = preprocess(images[:256], labels[:256])
+    test = preprocess(images[256:], labels[256:])
+    return train, test
+
+
+def run_script(*args, timeout=600):
+    """Run a script of the project with this interpreter; return the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )

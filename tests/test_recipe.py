@@ -1,0 +1,117 @@
+"""The seed's recipe: exact model, metrics.json, model.keras, CLI errors, and the accuracy bar."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import run_script
+
+from keras_bp.cli import TrainConfig
+from keras_bp.model import build_model, weights_digest
+from keras_bp.recipe import train_fit
+
+
+def test_model_is_the_seeds_exactly():
+    model = build_model()
+    assert model.input_shape == (None, 784)
+    dense1, dense2 = model.layers
+    assert type(dense1) is keras.layers.Dense and type(dense2) is keras.layers.Dense
+    assert (dense1.units, dense1.activation.__name__) == (512, "relu")
+    assert (dense2.units, dense2.activation.__name__) == (10, "softmax")
+    assert dense1.use_bias and dense2.use_bias
+    assert model.count_params() == 784 * 512 + 512 + 512 * 10 + 10
+    # compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+    opt = model.optimizer
+    assert type(opt) is keras.optimizers.RMSprop
+    cfg = opt.get_config()
+    assert (cfg["learning_rate"], cfg["rho"], cfg["epsilon"]) == pytest.approx((1e-3, 0.9, 1e-7))
+    assert cfg["momentum"] == 0 and cfg["centered"] is False
+    assert model.loss == "categorical_crossentropy"
+    assert model._compile_config.config["metrics"] == ["accuracy"]
+
+
+def test_weights_digest_changes_with_any_bit():
+    weights = [np.ones((2, 3), np.float32), np.zeros(3, np.float32)]
+    flipped = [weights[0].copy(), weights[1]]
+    flipped[0][1, 2] = np.nextafter(np.float32(1), np.float32(2))
+    assert weights_digest(weights) == weights_digest([w.copy() for w in weights])
+    assert weights_digest(weights) != weights_digest(flipped)
+    assert weights_digest(weights) != weights_digest(weights[::-1])
+
+
+def test_train_fit_writes_metrics_and_a_safe_loadable_model(tmp_path, synthetic_data):
+    out = tmp_path / "run"
+    model, metrics = train_fit(TrainConfig(epochs=2, batch_size=32, seed=3, out=out),
+                               synthetic_data, verbose=0)
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == metrics
+    for key in ["test_accuracy", "test_loss", "epochs", "batch_size", "seed", "train_seconds",
+                "versions", "weights_sha256", "trainer"]:
+        assert key in on_disk
+    assert (on_disk["epochs"], on_disk["batch_size"], on_disk["seed"]) == (2, 32, 3)
+    assert on_disk["trainer"] == "fit"
+    assert set(on_disk["versions"]) == {"python", "tensorflow", "keras", "numpy"}
+    assert on_disk["versions"]["keras"] == keras.__version__
+    assert 0 <= on_disk["test_accuracy"] <= 1 and np.isfinite(on_disk["test_loss"])
+    assert len(on_disk["history"]["loss"]) == 2
+
+    loaded = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    assert weights_digest(loaded) == on_disk["weights_sha256"] == weights_digest(model)
+    x_test = synthetic_data[1][0]
+    np.testing.assert_array_equal(loaded.predict(x_test, verbose=0), model.predict(x_test, verbose=0))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_same_seed_same_initial_weights_different_seed_different():
+    keras.utils.set_random_seed(7)
+    a = weights_digest(build_model(compile=False))
+    keras.utils.set_random_seed(7)
+    b = weights_digest(build_model(compile=False))
+    keras.utils.set_random_seed(8)
+    c = weights_digest(build_model(compile=False))
+    assert a == b != c
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "--epochs: expected a positive integer, received 0"),
+        (["--batch-size", "-5"], "--batch-size: expected a positive integer, received -5"),
+        (["--epochs", "five"], "expected a positive integer, received 'five'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--batch-size", "60001"], "--batch-size 60001 is larger than the training set (60000"),
+        (["--out", "/proc/keras_bp_cannot_write"], "--out /proc/keras_bp_cannot_write: cannot write"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    if "--out" not in args:
+        args = [*args, "--out", tmp_path / "run"]
+    proc = run_script("scripts/train.py", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_make_train_smoke_on_real_mnist(tmp_path):
+    """A fraction of an epoch on real MNIST through the same script `make train` runs."""
+    out = tmp_path / "fit"
+    proc = run_script("scripts/train.py", "--epochs", "1", "--train-samples", "4096", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    accuracy = float(proc.stdout.split("test accuracy: ")[1].split()[0])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=5e-5)
+    assert metrics["train_samples"] == 4096
+    # 32 steps of the seed's recipe on real digits already beat chance by far.
+    assert accuracy > 0.80
+    assert (out / "model.keras").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_seed_recipe_reaches_published_accuracy(tmp_path):
+    _, metrics = train_fit(TrainConfig(out=tmp_path / "fit"), verbose=2)
+    print(f"fit recipe test accuracy: {metrics['test_accuracy']:.4f}")
+    assert metrics["test_accuracy"] >= 0.975
