@@ -52,6 +52,16 @@ def non_negative_int(text):
     return value
 
 
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {value}")
+    return value
+
+
 def train_parser(description, default_out):
     """A parser with the options every trainer takes: --epochs --batch-size --seed --out."""
     p = _Parser(description=description)
@@ -62,6 +72,21 @@ def train_parser(description, default_out):
     p.add_argument("--seed", type=non_negative_int, default=d.seed, help="default: %(default)s")
     p.add_argument("--out", type=Path, default=Path(default_out),
                    help="output directory (default: %(default)s)")
+    return p
+
+
+def loop_parser(description, default_out):
+    """`train_parser` plus the custom loop's options."""
+    p = train_parser(description, default_out)
+    p.add_argument("--deterministic", action="store_true",
+                   help="bit-identical reruns: seeded everything, deterministic ops, fixed threads")
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore (and delete) checkpoints in --out instead of resuming from them")
+    p.add_argument("--checkpoint-every", type=non_negative_int, default=100, metavar="STEPS",
+                   help="checkpoint every STEPS steps, and at each epoch end; 0: epoch ends only "
+                   "(default: %(default)s)")
+    p.add_argument("--steps-per-call", type=positive_int, default=50, metavar="STEPS",
+                   help="training steps per compiled call (default: %(default)s)")
     return p
 
 

@@ -1,0 +1,141 @@
+"""The custom training loop, written once for both gradient sources (`keras_bp.gradients`).
+
+Per epoch: a permutation of the training set fixed by `(seed, epoch)`, batches of `batch_size`
+(the last one partial: 60000 mod 128 = 96), and compiled calls that each run up to
+`steps_per_call` steps in-graph, gathering their batches from the dataset held as tensors.
+Between calls the loop updates the progress bar, stops on a non-finite loss, and checkpoints.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_bp import runs
+from keras_bp.checkpoints import RunCheckpoint
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint was kept."""
+
+
+@dataclass
+class LoopConfig:
+    """Settings of the custom loop; the defaults are the seed's recipe."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    seed: int = 0
+    out: Path = Path("runs/custom_loop")
+    steps_per_call: int = 50
+    checkpoint_every: int = 100
+    fresh: bool = False
+    jit_compile: bool = False
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the training samples in `epoch`: a function of `(seed, epoch)` only."""
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
+
+
+def epoch_chunks(perm: np.ndarray, batch_size: int, start_step: int, steps_per_call: int):
+    """Yield `(first_step, indices)` with indices `(steps, batch)`, from `start_step` on.
+
+    Full batches come in chunks of up to `steps_per_call` steps; a final partial batch
+    comes alone, as a `(1, n mod batch_size)` chunk.
+    """
+    full_steps, remainder = divmod(len(perm), batch_size)
+    step = start_step
+    while step < full_steps:
+        stop = min(step + steps_per_call, full_steps)
+        yield step, perm[step * batch_size : stop * batch_size].reshape(stop - step, batch_size)
+        step = stop
+    if remainder and step == full_steps:
+        yield step, perm[full_steps * batch_size :].reshape(1, remainder)
+
+
+class CompiledSteps:
+    """`run(x, y, indices)`: steps `source.train_step` over the batches `x[indices[i]]`, in-graph.
+
+    Traced once: every shape is left open in the signature, so full and partial chunks share
+    one graph. `traces` counts the Python traces.
+    """
+
+    def __init__(self, source, num_features, num_classes, jit_compile=False):
+        self.source = source
+        self.traces = 0
+        signature = [
+            tf.TensorSpec([None, num_features], tf.float32),
+            tf.TensorSpec([None, num_classes], tf.float32),
+            tf.TensorSpec([None, None], tf.int32),
+        ]
+        self.run = tf.function(self._run, input_signature=signature, jit_compile=jit_compile)
+
+    def _run(self, x, y, indices):
+        self.traces += 1
+        steps = tf.shape(indices)[0]
+        losses = tf.TensorArray(tf.float32, size=steps)
+        correct = tf.TensorArray(tf.int32, size=steps)
+        for i in tf.range(steps):
+            loss, hits = self.source.train_step(tf.gather(x, indices[i]), tf.gather(y, indices[i]))
+            losses = losses.write(i, tf.cast(loss, tf.float32))
+            correct = correct.write(i, hits)
+        return losses.stack(), correct.stack()
+
+
+def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
+    """Train with `source`'s gradients; save the run into `config.out` and return its metrics."""
+    (x_train, y_train), (x_test, y_test) = data
+    n = len(x_train)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    x, y = tf.constant(x_train), tf.constant(y_train)
+    steps = CompiledSteps(source, x.shape[1], y.shape[1], config.jit_compile)
+    ckpt = RunCheckpoint(config, source, identity={"trainer": source.name, "samples": n})
+    epoch, step = ckpt.restore_or_start(fresh=config.fresh)
+
+    train_seconds = 0.0
+    while epoch < config.epochs:
+        perm = epoch_permutation(config.seed, epoch, n)
+        bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose,
+                                  stateful_metrics=["loss", "accuracy"])
+        if verbose:
+            print(f"Epoch {epoch + 1}/{config.epochs}")
+        start = time.perf_counter()
+        for first, indices in epoch_chunks(perm, config.batch_size, step, config.steps_per_call):
+            losses, correct = (t.numpy() for t in steps.run(x, y, tf.constant(indices)))
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if bad.size:
+                raise NonFiniteLoss(
+                    f"loss became {losses[bad[0]]} at epoch {epoch + 1}, step {first + bad[0] + 1}"
+                    f"; stopped without saving, last good checkpoint kept in {ckpt.directory}"
+                )
+            step = first + len(losses)
+            loss_mean, accuracy = ckpt.accumulate(losses, correct, indices.shape[1])
+            bar.update(step, values=[("loss", loss_mean), ("accuracy", accuracy)])
+            if step < steps_per_epoch and ckpt.due(epoch, step):
+                ckpt.save(epoch, step)
+        train_seconds += time.perf_counter() - start
+        ckpt.end_epoch(epoch)
+        epoch, step = epoch + 1, 0
+        ckpt.save(epoch, step)
+
+    model = source.model()
+    test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0)
+    metrics = {
+        "trainer": source.name,
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "train_samples": n,
+        "train_seconds": round(train_seconds, 3),
+        "history": ckpt.history(),
+        "traces": steps.traces,
+        **(extra_metrics or {}),
+    }
+    return runs.save_run(config.out, model, metrics)

@@ -1,0 +1,76 @@
+"""Hand-written optimizers: the update rule after backprop has produced `∂L/∂w`.
+
+Each optimizer owns its state as `tf.Variable`s (so a checkpoint can hold it) and updates
+variables in place with TensorFlow ops, so `apply` runs inside a compiled training step.
+"""
+
+import tensorflow as tf
+
+
+class SGD:
+    """Plain gradient descent, as the tutorial states it: `w ← w − η·∂L/∂w`.
+
+    Args:
+        learning_rate: the step size η.
+    """
+
+    def __init__(self, learning_rate=0.01):
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate: expected a positive number, received {learning_rate}")
+        self.learning_rate = learning_rate
+        self.variables = []
+
+    def build(self, variables):
+        return self
+
+    def apply(self, grads, variables):
+        for dw, w in zip(grads, variables, strict=True):
+            w.assign_sub(self.learning_rate * dw)
+
+
+class RMSprop:
+    """RMSprop with `keras.optimizers.RMSprop`'s defaults and update, term for term.
+
+    `v ← ρ·v + (1 − ρ)·g²;  w ← w − lr·g / √(v + ε)`
+
+    Args:
+        learning_rate: lr, default 1e-3 as in Keras.
+        rho: decay of the moving average of squared gradients, default 0.9.
+        epsilon: default 1e-7; added *inside* the square root, as Keras does.
+    """
+
+    def __init__(self, learning_rate=1e-3, rho=0.9, epsilon=1e-7):
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate: expected a positive number, received {learning_rate}")
+        if not 0 <= rho < 1:
+            raise ValueError(f"rho: expected a number in [0, 1), received {rho}")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon: expected a positive number, received {epsilon}")
+        self.learning_rate = learning_rate
+        self.rho = rho
+        self.epsilon = epsilon
+        self.variables = []
+
+    def build(self, variables):
+        """Create one velocity per variable, zero-initialised as in Keras."""
+        self.variables = [
+            tf.Variable(tf.zeros_like(w), trainable=False, name=f"velocity_{i}")
+            for i, w in enumerate(variables)
+        ]
+        return self
+
+    def apply(self, grads, variables):
+        for g, w, v in zip(grads, variables, self.variables, strict=True):
+            v.assign(self.rho * v + (1 - self.rho) * tf.square(g))
+            # epsilon inside the square root, as keras.optimizers.RMSprop does
+            w.assign_sub(self.learning_rate * g / tf.sqrt(v + self.epsilon))
+
+
+OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop}
+
+
+def get(name, **kwargs):
+    """A hand-written optimizer by name: `"sgd"` or `"rmsprop"`."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; supported: {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name](**kwargs)
