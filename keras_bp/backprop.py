@@ -25,7 +25,9 @@ def _as_tensors(**named):
 
 def _check_shape(name, tensor, expected):
     if not tensor.shape.is_compatible_with(expected):
-        raise ValueError(f"{name}: expected shape {tuple(expected)}, received {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{name}: expected shape {tuple(expected)}, received {tuple(tensor.shape)}"
+        )
 
 
 # Affine: z = x·w + b.  x: (N, D), w: (D, M), b: (M,), z: (N, M).
@@ -174,8 +176,9 @@ def categorical_crossentropy(y_true, y_pred):
 
     This is `keras.losses.categorical_crossentropy` on probabilities, term for term,
     including the renormalisation and the clip (zero gradient where the clip is active).
-    Keras takes another path when `y_pred` is a softmax layer's output: it carries
-    `_keras_logits` and Keras uses `softmax_crossentropy` on those logits instead.
+    Keras takes another path when `y_pred` is a Keras softmax activation's output: that
+    tensor carries `_keras_logits`, and Keras computes the loss from those logits, which is
+    `softmax_crossentropy` below (no renormalisation, no clip).
     y_true, y_pred: (N, M).
     """
     y_true, y_pred = _as_tensors(y_true=y_true, y_pred=y_pred)

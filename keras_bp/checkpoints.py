@@ -32,15 +32,22 @@ class RunCheckpoint:
     def __init__(self, config, source, identity):
         self.directory = config.out / "checkpoints"
         self.every = config.checkpoint_every
-        self.identity = {**identity, "seed": config.seed, "batch_size": config.batch_size,
-                         "epochs": config.epochs}
+        self.identity = {
+            **identity,
+            "seed": config.seed,
+            "batch_size": config.batch_size,
+            "epochs": config.epochs,
+        }
         self.steps_per_epoch = math.ceil(identity["samples"] / config.batch_size)
         self.position = tf.Variable([0, 0], dtype=tf.int64)  # (epoch, step)
         self.running = tf.Variable(tf.zeros(3, tf.float64))  # Σ loss·batch, Σ correct, Σ batch
         self.epochs = tf.Variable(tf.zeros((config.epochs, 2), tf.float64))  # (loss, accuracy)
         self.checkpoint = tf.train.Checkpoint(
-            variables=list(source.variables), state=list(source.state),
-            position=self.position, running=self.running, epochs=self.epochs,
+            variables=list(source.variables),
+            state=list(source.state),
+            position=self.position,
+            running=self.running,
+            epochs=self.epochs,
         )
         self.manager = None
         self._saved_at = 0
@@ -53,10 +60,15 @@ class RunCheckpoint:
         if identity_file.exists():
             saved = json.loads(identity_file.read_text())
             if saved != self.identity:
-                diff = ", ".join(f"{k} {saved.get(k)} vs {v}" for k, v in self.identity.items()
-                                 if saved.get(k) != v)
-                raise UsageError(f"{self.directory} holds checkpoints of another run ({diff}); "
-                                 "pass --fresh to start over, or choose another --out")
+                diff = ", ".join(
+                    f"{k} {saved.get(k)} vs {v}"
+                    for k, v in self.identity.items()
+                    if saved.get(k) != v
+                )
+                raise UsageError(
+                    f"{self.directory} holds checkpoints of another run ({diff}); "
+                    "pass --fresh to start over, or choose another --out"
+                )
         else:
             atomic.write_json(identity_file, self.identity)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=2)
@@ -77,8 +89,11 @@ class RunCheckpoint:
 
     def accumulate(self, losses, correct, batch_size):
         """Add a chunk's per-step losses and hit counts; return the epoch's running means."""
-        sums = self.running.numpy() + [float(np.sum(losses, dtype=np.float64)) * batch_size,
-                                       float(np.sum(correct)), len(losses) * batch_size]
+        sums = self.running.numpy() + [
+            float(np.sum(losses, dtype=np.float64)) * batch_size,
+            float(np.sum(correct)),
+            len(losses) * batch_size,
+        ]
         self.running.assign(sums)
         return sums[0] / sums[2], sums[1] / sums[2]
 

@@ -21,7 +21,7 @@ class UsageError(ValueError):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block
         fail(message, prog=self.prog)
 
@@ -36,7 +36,9 @@ def positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, received {text!r}"
+        ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {value}")
     return value
@@ -64,29 +66,57 @@ def positive_float(text):
 
 def train_parser(description, default_out):
     """A parser with the options every trainer takes: --epochs --batch-size --seed --out."""
-    p = _Parser(description=description)
+    p = Parser(description=description)
     d = TrainConfig()
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="default: %(default)s")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
-                   help="default: %(default)s")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=d.batch_size, help="default: %(default)s"
+    )
     p.add_argument("--seed", type=non_negative_int, default=d.seed, help="default: %(default)s")
-    p.add_argument("--out", type=Path, default=Path(default_out),
-                   help="output directory (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(default_out),
+        help="output directory (default: %(default)s)",
+    )
+    p.add_argument(
+        "--train-samples",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="train on the first N training images only (default: all 60000)",
+    )
     return p
 
 
 def loop_parser(description, default_out):
     """`train_parser` plus the custom loop's options."""
     p = train_parser(description, default_out)
-    p.add_argument("--deterministic", action="store_true",
-                   help="bit-identical reruns: seeded everything, deterministic ops, fixed threads")
-    p.add_argument("--fresh", action="store_true",
-                   help="ignore (and delete) checkpoints in --out instead of resuming from them")
-    p.add_argument("--checkpoint-every", type=non_negative_int, default=100, metavar="STEPS",
-                   help="checkpoint every STEPS steps, and at each epoch end; 0: epoch ends only "
-                   "(default: %(default)s)")
-    p.add_argument("--steps-per-call", type=positive_int, default=50, metavar="STEPS",
-                   help="training steps per compiled call (default: %(default)s)")
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="bit-identical reruns: seeded everything, deterministic ops, fixed threads",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore (and delete) checkpoints in --out instead of resuming from them",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=non_negative_int,
+        default=100,
+        metavar="STEPS",
+        help="checkpoint every STEPS steps, and at each epoch end; 0: epoch ends only "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--steps-per-call",
+        type=positive_int,
+        default=50,
+        metavar="STEPS",
+        help="training steps per compiled call (default: %(default)s)",
+    )
     return p
 
 
@@ -103,12 +133,16 @@ def check_out_dir(path: Path) -> Path:
 
 
 def run(main):
-    """Call `main()`, turning UsageError and data failures into one line and exit code 2."""
-    from keras_bp.data import MnistUnavailable
+    """Call `main()`; bad input and missing data become one line and exit code 2."""
+    from keras_bp.data import InputError, MnistUnavailable
+    from keras_bp.loop import NonFiniteLoss
 
     try:
         return main()
-    except (UsageError, MnistUnavailable) as e:
+    except (UsageError, InputError, MnistUnavailable) as e:
         fail(str(e))
+    except NonFiniteLoss as e:  # not bad input: the training itself diverged
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         fail("interrupted")

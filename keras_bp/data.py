@@ -44,6 +44,10 @@ class MnistUnavailable(RuntimeError):
     """Every MNIST source failed; the message names each source and why."""
 
 
+class InputError(ValueError):
+    """Training data or settings that cannot be trained on; the message says why."""
+
+
 class CacheWarning(UserWarning):
     """A cached MNIST file failed verification and was not used."""
 
@@ -75,9 +79,7 @@ def verify(arrays: dict) -> dict:
         if a is None:
             raise ValueError(f"{name} is missing")
         if a.dtype != np.uint8 or a.shape != SHAPES[name]:
-            raise ValueError(
-                f"{name} is {a.dtype} {a.shape}, expected uint8 {SHAPES[name]}"
-            )
+            raise ValueError(f"{name} is {a.dtype} {a.shape}, expected uint8 {SHAPES[name]}")
         got = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
         if got != digest:
             raise ValueError(f"{name} has sha256 {got[:12]}…, expected {digest[:12]}…")
@@ -95,8 +97,11 @@ def _from_keras_cache() -> dict:
         raise FileNotFoundError(f"{path} does not exist")
     got = sha256_file(path)
     if got != KERAS_NPZ_SHA256:
-        warnings.warn(f"ignoring {path}: sha256 {got[:12]}… is not Keras's pinned digest",
-                      CacheWarning, stacklevel=3)
+        warnings.warn(
+            f"ignoring {path}: sha256 {got[:12]}… is not Keras's pinned digest",
+            CacheWarning,
+            stacklevel=3,
+        )
         raise ValueError(f"{path} has the wrong sha256")
     return verify(_read_npz(path))
 
@@ -108,8 +113,9 @@ def _from_own_cache() -> dict:
     try:
         return verify(_read_npz(path))
     except Exception as e:
-        warnings.warn(f"ignoring corrupt cache {path} ({e}); it will be replaced",
-                      CacheWarning, stacklevel=3)
+        warnings.warn(
+            f"ignoring corrupt cache {path} ({e}); it will be replaced", CacheWarning, stacklevel=3
+        )
         raise
 
 
@@ -164,7 +170,9 @@ def load_mnist(sources=None, report=None):
             except OSError as e:
                 warnings.warn(f"could not write the MNIST cache: {e}", CacheWarning, stacklevel=2)
         if report:
-            report(f"MNIST verified (sha256 of all four arrays), from {name}; cached in {cache_dir()}")
+            report(
+                f"MNIST verified (sha256 of all four arrays), from {name}; cached in {cache_dir()}"
+            )
         return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
     raise MnistUnavailable("MNIST could not be loaded from any source: " + "; ".join(failures))
 
@@ -172,6 +180,31 @@ def load_mnist(sources=None, report=None):
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[-1] if text else ''}"
+
+
+def check_training_data(data, batch_size):
+    """Reject non-finite values and a batch larger than the training set, before training.
+
+    Args:
+        data: preprocessed `((x_train, y_train), (x_test, y_test))`.
+    """
+    (x_train, y_train), (x_test, y_test) = data
+    for name, a in [
+        ("x_train", x_train),
+        ("y_train", y_train),
+        ("x_test", x_test),
+        ("y_test", y_test),
+    ]:
+        bad = np.size(a) - np.count_nonzero(np.isfinite(a))
+        if bad:
+            raise InputError(
+                f"{name} contains {bad} non-finite values (NaN or Inf) "
+                f"out of {np.size(a)}; refusing to train on it"
+            )
+    if batch_size > len(x_train):
+        raise InputError(
+            f"--batch-size {batch_size} is larger than the training set ({len(x_train)} samples)"
+        )
 
 
 def preprocess(images, labels):

@@ -5,8 +5,9 @@ checker) can differentiate it, plus the gradients `keras_bp.backprop` computes b
 The tests and `scripts/gradient_check.py` both build their cases here.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -23,7 +24,7 @@ TOLERANCES = {
 }
 # Central differences with delta=1e-6: truncation error ~delta², round-off ~1e-16/delta.
 NUMERICAL_DELTA = 1e-6
-NUMERICAL_TOLERANCE = {"rtol": 1e-7, "atol": 1e-9}
+NUMERICAL_TOLERANCE = {"rtol": 1e-7, "atol": 1e-8}
 
 
 class Errors(NamedTuple):
@@ -109,8 +110,9 @@ def activation_case(name, batch, width, dtype, seed=0, margin=0.1):
     z, r = _normal(rng, (batch, width), dtype, margin), _normal(rng, (batch, width), dtype)
     _, cache = backprop.activation_forward(z, name)
     manual = [backprop.activation_backward(r, cache)]
-    return Case(name, [z], lambda z: tf.reduce_sum(backprop.activation_forward(z, name)[0] * r),
-                manual)
+    return Case(
+        name, [z], lambda z: tf.reduce_sum(backprop.activation_forward(z, name)[0] * r), manual
+    )
 
 
 def loss_case(name, batch, width, dtype, seed=0):
@@ -139,15 +141,20 @@ def network_case(widths, activations, loss, batch, dtype, seed=0, margin=1e-3):
     while True:  # resample until every pre-activation z is clear of the ReLU kink
         params = [_normal(rng, (batch, widths[0]), dtype)]
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
-            params += [(rng.normal(size=(fan_in, fan_out)) / np.sqrt(fan_in)).astype(dtype),
-                       _normal(rng, (fan_out,), dtype)]
+            params += [
+                (rng.normal(size=(fan_in, fan_out)) / np.sqrt(fan_in)).astype(dtype),
+                _normal(rng, (fan_out,), dtype),
+            ]
         y_pred, caches = forward(*params)
         pre_activations = [cache[1][1] for cache in caches]  # cache = (affine, (name, z, _))
         if min(np.min(np.abs(z)) for z in pre_activations) >= margin:
             break
     one_hot = loss == "categorical_crossentropy"
-    y_true = (_probabilities(rng, (batch, widths[-1]), dtype, one_hot) if one_hot
-              else _normal(rng, (batch, widths[-1]), dtype))
+    y_true = (
+        _probabilities(rng, (batch, widths[-1]), dtype, one_hot)
+        if one_hot
+        else _normal(rng, (batch, widths[-1]), dtype)
+    )
     _, dy = backprop.get_loss(loss)(y_true, y_pred)
     grads = []
     for cache in reversed(caches):  # backwards: each layer's dx is the dy of the one before

@@ -81,6 +81,8 @@ class ManualDense(keras.layers.Layer):
 
             return y, grad_fn
 
+        # The output carries no `_keras_logits`, so Keras's categorical_crossentropy takes its
+        # probability path (renormalise, clip); the tape hands its ∂L/∂y to grad_fn above.
         return dense(inputs)
 
     def compute_output_shape(self, input_shape):

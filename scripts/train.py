@@ -14,10 +14,7 @@ from keras_bp import cli  # noqa: E402
 
 
 def main():
-    parser = cli.train_parser(__doc__.splitlines()[0], default_out="runs/fit")
-    parser.add_argument("--train-samples", type=cli.positive_int, default=None,
-                        help="train on the first N images only (default: all 60000)")
-    args = parser.parse_args()
+    args = cli.train_parser(__doc__.splitlines()[0], default_out="runs/fit").parse_args()
     config = cli.TrainConfig(args.epochs, args.batch_size, args.seed, cli.check_out_dir(args.out))
 
     # Data: MNIST, verified, reshaped to (N, 784) float32 / 255, labels one-hot.

