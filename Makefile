@@ -8,7 +8,8 @@ ARGS ?=
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install data train test test-slow lint format clean
+.PHONY: install data train custom-loop manual parity compare bench worked-example gradient-check \
+	test test-slow lint format clean
 
 install: $(STAMP)
 
@@ -24,6 +25,27 @@ data: install
 
 train: install data
 	$(PYTHON) scripts/train.py $(ARGS)
+
+custom-loop: install data
+	$(PYTHON) scripts/custom_loop.py $(ARGS)
+
+manual: install data
+	$(PYTHON) scripts/manual_backprop.py $(ARGS)
+
+parity: install data
+	$(PYTHON) scripts/parity.py $(ARGS)
+
+compare: install data
+	$(PYTHON) scripts/compare.py $(ARGS)
+
+bench: install data
+	$(PYTHON) scripts/bench.py $(ARGS)
+
+worked-example: install
+	$(PYTHON) scripts/worked_example.py
+
+gradient-check: install
+	$(PYTHON) scripts/gradient_check.py
 
 test: install
 	$(PYTHON) -m pytest $(ARGS)

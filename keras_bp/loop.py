@@ -98,6 +98,8 @@ def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
     steps = CompiledSteps(source, x.shape[1], y.shape[1], config.jit_compile)
     ckpt = RunCheckpoint(config, source, identity={"trainer": source.name, "samples": n})
     epoch, step = ckpt.restore_or_start(fresh=config.fresh)
+    if (epoch, step) != (0, 0) and verbose:
+        print(f"Resuming from {ckpt.manager.latest_checkpoint}: epoch {epoch + 1}, step {step}")
 
     train_seconds = 0.0
     while epoch < config.epochs:

@@ -31,3 +31,10 @@ def save_run(out: Path, model: keras.Model, metrics: dict) -> dict:
         model.save(tmp)
     atomic.write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def markdown_table(headers, rows) -> str:
+    """A GitHub-flavoured markdown table; cells are formatted with `str`."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

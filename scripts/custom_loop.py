@@ -20,7 +20,7 @@ def main():
     args = cli.loop_parser(__doc__.splitlines()[0], default_out="runs/custom_loop").parse_args()
     from keras_bp import gradients, loop, recipe, reproducible
 
-    reproducible.configure(args.seed, args.deterministic)
+    settings = reproducible.configure(args.seed, args.deterministic)
     config = loop.LoopConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -39,7 +39,7 @@ def main():
 
     # Train: per-epoch shuffle from (seed, epoch), compiled steps, checkpoints.
     metrics = loop.train_loop(
-        source, data, config, extra_metrics={"deterministic": args.deterministic}
+        source, data, config, extra_metrics=settings
     )
 
     # Evaluate.

@@ -34,7 +34,7 @@ def main():
     args = parser.parse_args()
     from keras_bp import gradients, loop, recipe, reproducible
 
-    reproducible.configure(args.seed, args.deterministic)
+    settings = reproducible.configure(args.seed, args.deterministic)
     config = loop.LoopConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -56,7 +56,7 @@ def main():
         source,
         data,
         config,
-        extra_metrics={"optimizer": args.optimizer, "deterministic": args.deterministic},
+        extra_metrics={**settings, "optimizer": args.optimizer},
     )
 
     # Evaluate.

@@ -1,0 +1,82 @@
+"""How close does each trainer get to this machine's matmul limit? `make bench`.
+
+    python scripts/bench.py [--repeats 3] [--epochs 5] [--out runs/bench.json]
+
+Everything runs in this one process, side by side, with the runs interleaved round-robin, so
+the ratios to the floor hold on a noisy shared machine. Each figure is a median of `--repeats`
+runs. Training time counts compiling and training, not the TensorFlow import or the data load.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
+
+import platform  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from keras_bp import cli  # noqa: E402
+
+
+def main():
+    # Setup.
+    parser = cli.Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=cli.positive_int, default=3)
+    parser.add_argument("--epochs", type=cli.positive_int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench.json"))
+    args = parser.parse_args()
+    cli.check_out_dir(args.out.parent)
+    import statistics
+
+    import tensorflow as tf
+
+    from keras_bp import atomic, bench, recipe, runs
+    from keras_bp.data import load_mnist
+
+    # Data: the cached load is timed on its own, then preprocessed once for every trainer.
+    start = time.perf_counter()
+    load_mnist()
+    load_seconds = time.perf_counter() - start
+    data = recipe.mnist_arrays()
+    steps = bench.steps_for(args.epochs, len(data[0][0]), 128)
+
+    # The contestants: the floor twice (TF kernels, XLA), then each trainer as it ships.
+    contestants = {
+        "floor: 5 matmuls/step, tf.function": lambda: (bench.floor_seconds(steps), None),
+        "floor: 5 matmuls/step, XLA": lambda: (bench.floor_seconds(steps, jit_compile=True), None),
+        **bench.trainers(data, args.epochs),
+    }
+    times = {name: [] for name in contestants}
+    accuracy = {}
+    for r in range(args.repeats):
+        for name, run in contestants.items():
+            seconds, acc = run()
+            times[name].append(seconds)
+            accuracy[name] = acc
+            print(f"[{r + 1}/{args.repeats}] {name}: {seconds:.2f} s", flush=True)
+
+    # Report: ratios to the faster floor of this same run.
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    floor = min(medians[n] for n in medians if n.startswith("floor"))
+    flops = bench.matmul_flops() * steps
+    rows = [(name, f"{s:.2f}", f"{s / floor:.2f}×",
+             f"{flops / s / 1e9:.0f}" if name.startswith("floor") else "",
+             "" if accuracy[name] is None else f"{accuracy[name]:.4f}")
+            for name, s in medians.items()]
+    table = runs.markdown_table(
+        ["what", "seconds (median)", "ratio to floor", "GFLOP/s", "test accuracy"], rows)
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
+               f"TensorFlow {tf.__version__}")
+    print(f"\n{args.epochs} epochs = {steps} steps of batch 128; median of {args.repeats} runs; "
+          f"{machine}\n\n{table}\n\nMNIST load from cache: {load_seconds:.2f} s")
+    atomic.write_json(args.out, {
+        "epochs": args.epochs, "steps": steps, "repeats": args.repeats, "machine": machine,
+        "floor_seconds": floor, "load_seconds": load_seconds, "times": times,
+        "medians": medians, "ratios": {n: s / floor for n, s in medians.items()},
+        "test_accuracy": accuracy, "versions": runs.versions(),
+    })
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
