@@ -65,7 +65,10 @@ def positive_float(text):
 
 
 def train_parser(description, default_out):
-    """A parser with the options every trainer takes: --epochs --batch-size --seed --out."""
+    """A parser with the options every trainer takes.
+
+    --epochs --batch-size --seed --out --train-samples --deterministic --fresh
+    """
     p = Parser(description=description)
     d = TrainConfig()
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="default: %(default)s")
@@ -86,22 +89,24 @@ def train_parser(description, default_out):
         metavar="N",
         help="train on the first N training images only (default: all 60000)",
     )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="bit-identical reruns on one machine: seeded everything, deterministic ops, "
+        "fixed threads",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: delete the resume state in --out (checkpoints, or model.fit's "
+        "backup) instead of resuming from it",
+    )
     return p
 
 
 def loop_parser(description, default_out):
     """`train_parser` plus the custom loop's options."""
     p = train_parser(description, default_out)
-    p.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="bit-identical reruns: seeded everything, deterministic ops, fixed threads",
-    )
-    p.add_argument(
-        "--fresh",
-        action="store_true",
-        help="ignore (and delete) checkpoints in --out instead of resuming from them",
-    )
     p.add_argument(
         "--checkpoint-every",
         type=non_negative_int,

@@ -1,4 +1,4 @@
-"""The seed's recipe: exact model, metrics.json, model.keras, CLI errors, and the accuracy bar."""
+"""The seed's recipe: the exact model, its run files, divergence, CLI errors, the accuracy bar."""
 
 import json
 
@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 from conftest import run_script
 
+from keras_bp import saving
 from keras_bp.cli import TrainConfig
+from keras_bp.data import InputError
+from keras_bp.loop import NonFiniteLoss
 from keras_bp.model import build_model, weights_digest
-from keras_bp.recipe import train_fit
+from keras_bp.recipe import backup_dir, train_fit
 
 
 def test_model_is_the_seeds_exactly():
@@ -66,13 +69,79 @@ def test_train_fit_writes_metrics_and_a_safe_loadable_model(tmp_path, synthetic_
     assert 0 <= on_disk["test_accuracy"] <= 1 and np.isfinite(on_disk["test_loss"])
     assert len(on_disk["history"]["loss"]) == 2
 
-    loaded = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    assert on_disk["resumed_from_epoch"] == 0
+    assert not backup_dir(out).exists(), "the backup outlived a saved run"
+
+    loaded = saving.load_model(out / "model.keras")
     assert weights_digest(loaded) == on_disk["weights_sha256"] == weights_digest(model)
     x_test = synthetic_data[1][0]
     np.testing.assert_array_equal(
         loaded.predict(x_test, verbose=0), model.predict(x_test, verbose=0)
     )
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_train_fit_rejects_nan_input_naming_the_array_and_the_count(tmp_path, synthetic_data):
+    (x_train, y_train), test = synthetic_data
+    x_train = x_train.copy()
+    x_train[[3, 7, 7], [0, 5, 9]] = np.nan
+    with pytest.raises(InputError, match=r"x_train contains 3 non-finite values"):
+        train_fit(TrainConfig(epochs=1, batch_size=32, out=tmp_path), ((x_train, y_train), test))
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_fit_starts_where_make_source_starts(tmp_path, synthetic_data):
+    from keras_bp.gradients import make_source
+
+    # With a zero learning rate the weights fit ends with are the ones it started from.
+    config = TrainConfig(epochs=1, batch_size=128, seed=5, out=tmp_path)
+    model, _ = train_fit(config, synthetic_data, verbose=0, learning_rate=0.0)
+    assert weights_digest(model) == weights_digest(make_source("tape", 5).model())
+    assert weights_digest(model) != weights_digest(make_source("tape", 6).model())
+
+
+class AbsurdFrom(keras.optimizers.schedules.LearningRateSchedule):
+    """rmsprop's 1e-3 before step `step` (0-based), `learning_rate` from it on."""
+
+    def __init__(self, step, learning_rate):
+        self.step, self.learning_rate = step, learning_rate
+
+    def __call__(self, step):
+        return keras.ops.where(step < self.step, 1e-3, self.learning_rate)
+
+
+@pytest.mark.parametrize(
+    "learning_rate, error",
+    [
+        # 256 samples / 32 = 8 steps an epoch; 1e20 from epoch 2, step 3 makes the loss NaN.
+        (AbsurdFrom(10, 1e20), r"loss became nan at epoch 2, step [3-8]; "),
+        # Infinite on epoch 2's last step: its loss is still finite, the weights are not.
+        (AbsurdFrom(15, np.inf), r"weights became non-finite at epoch 2, step 8; "),
+    ],
+    ids=["nan-loss", "non-finite-weights-at-epoch-end"],
+)
+def test_divergence_stops_naming_epoch_and_step_and_keeps_the_last_good_backup(
+    learning_rate, error, tmp_path, synthetic_data
+):
+    out = tmp_path / "diverged"
+    config = TrainConfig(epochs=3, batch_size=32, seed=0, out=out)
+    with pytest.raises(NonFiniteLoss, match=error) as stop:
+        train_fit(config, synthetic_data, verbose=0, learning_rate=learning_rate)
+    assert f"the backup of epoch 1 is kept in {backup_dir(out)}" in str(stop.value)
+    assert not (out / "model.keras").exists() and not (out / "metrics.json").exists()
+
+    # The backup is still epoch 1's state, the same as a run that stopped there.
+    one_epoch, _ = train_fit(
+        TrainConfig(epochs=1, batch_size=32, seed=0, out=tmp_path / "one"), synthetic_data, 0
+    )
+    keras_backup = backup_dir(out) / "keras"
+    assert json.loads((keras_backup / "training_metadata.json").read_text())["epoch"] == 1
+    restored = build_model()
+    restored.optimizer.learning_rate = learning_rate  # the same optimizer variables
+    restored.optimizer.build(restored.trainable_variables)
+    restored.load_weights(keras_backup / "latest.weights.h5")
+    for got, want in zip(restored.get_weights(), one_epoch.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
 def test_same_seed_same_initial_weights_different_seed_different():
@@ -97,11 +166,19 @@ def test_same_seed_same_initial_weights_different_seed_different():
             ["--out", "/proc/keras_bp_cannot_write"],
             "--out /proc/keras_bp_cannot_write: cannot write",
         ),
+        (
+            # "--stale-backup" is no option: the test leaves a 5-epoch run's backup in --out.
+            ["--epochs", "2", "--stale-backup"],
+            "holds the backup of another run (epochs 5 vs 2); pass --fresh to start over",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     if "--out" not in args:
         args = [*args, "--out", tmp_path / "run"]
+    if "--stale-backup" in args:
+        args.remove("--stale-backup")
+        write_backup_identity(tmp_path / "run", epochs=5)
     proc = run_script("scripts/train.py", *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
@@ -111,15 +188,33 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def write_backup_identity(out, epochs):
+    """Leave in `out` the backup identity of a killed real-MNIST run of `epochs` epochs."""
+    identity = {"trainer": "fit", "samples": 60000, "seed": 0, "batch_size": 128}
+    backup_dir(out).mkdir(parents=True)
+    (backup_dir(out) / "run.json").write_text(
+        json.dumps({"identity": {**identity, "epochs": epochs}, "epochs": []})
+    )
+
+
 def test_make_train_smoke_on_real_mnist(tmp_path):
-    """A fraction of an epoch on real MNIST through the same script `make train` runs."""
+    """A fraction of an epoch on real MNIST through the same script `make train` runs.
+
+    With `--deterministic`, and `--fresh` over the backup of another run, which it deletes.
+    """
     out = tmp_path / "fit"
-    proc = run_script("scripts/train.py", "--epochs", "1", "--train-samples", "4096", "--out", out)
+    write_backup_identity(out, epochs=5)
+    proc = run_script(
+        "scripts/train.py",
+        *["--epochs", "1", "--train-samples", "4096", "--out", out, "--deterministic", "--fresh"],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     accuracy = float(proc.stdout.split("test accuracy: ")[1].split()[0])
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=5e-5)
     assert metrics["train_samples"] == 4096
+    assert metrics["deterministic"] is True and metrics["resumed_from_epoch"] == 0
+    assert not backup_dir(out).exists()
     # 32 steps of the seed's recipe on real digits already beat chance by far.
     assert accuracy > 0.80
     assert (out / "model.keras").stat().st_size > 0

@@ -1,0 +1,133 @@
+"""`model.fit` resumes after a kill: from `--out`'s backup, with the whole history, same weights."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+from conftest import ROOT, run_script
+
+from keras_bp.cli import TrainConfig, UsageError
+from keras_bp.recipe import backup_dir, train_fit
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL inside one process."""
+
+
+def kill_after_backup_of_epoch(monkeypatch, epochs_done):
+    backup_and_restore = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        backup_and_restore(self, epoch, logs)
+        if epoch + 1 == epochs_done:
+            raise Killed
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", on_epoch_end)
+
+
+def test_a_rerun_resumes_after_the_last_backed_up_epoch(tmp_path, synthetic_data, monkeypatch):
+    config = TrainConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
+    with monkeypatch.context() as patch:
+        kill_after_backup_of_epoch(patch, epochs_done=2)
+        with pytest.raises(Killed):
+            train_fit(config, synthetic_data, verbose=0)
+    assert not (config.out / "metrics.json").exists()
+    killed = json.loads((backup_dir(config.out) / "run.json").read_text())["epochs"]
+    assert len(killed) == 2
+
+    _, metrics = train_fit(config, synthetic_data, verbose=0)
+    assert metrics["resumed_from_epoch"] == 2
+    assert metrics["history"]["loss"][:2] == [e["loss"] for e in killed]
+    assert len(metrics["history"]["loss"]) == len(metrics["history"]["accuracy"]) == 3
+    assert not backup_dir(config.out).exists(), "the backup outlived a saved run"
+
+
+def test_another_runs_backup_is_refused_and_fresh_starts_over(
+    tmp_path, synthetic_data, monkeypatch
+):
+    config = TrainConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
+    with monkeypatch.context() as patch:
+        kill_after_backup_of_epoch(patch, epochs_done=1)
+        with pytest.raises(Killed):
+            train_fit(config, synthetic_data, verbose=0)
+
+    other_seed = TrainConfig(epochs=3, batch_size=32, seed=1, out=config.out)
+    with pytest.raises(UsageError, match=r"another run \(seed 0 vs 1\); pass --fresh"):
+        train_fit(other_seed, synthetic_data, verbose=0)
+    _, metrics = train_fit(other_seed, synthetic_data, verbose=0, fresh=True)
+    assert metrics["resumed_from_epoch"] == 0 and metrics["seed"] == 1
+
+
+def test_a_backup_cut_short_by_a_kill_falls_back_to_the_epoch_before(
+    tmp_path, synthetic_data, monkeypatch
+):
+    config = TrainConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
+    with monkeypatch.context() as patch:
+        kill_after_backup_of_epoch(patch, epochs_done=2)
+        with pytest.raises(Killed):
+            train_fit(config, synthetic_data, verbose=0)
+    weights = backup_dir(config.out) / "keras" / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # killed mid-write
+
+    _, metrics = train_fit(config, synthetic_data, verbose=0)
+    assert metrics["resumed_from_epoch"] == 1  # epoch 2's backup was unreadable: redone
+    assert len(metrics["history"]["loss"]) == 3
+
+
+@pytest.mark.slow  # three processes on real MNIST: about 35 s on two cores
+def test_killed_mid_epoch_and_rerun_ends_bit_identical_under_deterministic(tmp_path):
+    """SIGKILL during epoch 2 of a real run, rerun the same command: the same weights.
+
+    Measured (Keras 3.15, TensorFlow 2.21, CPU): bit-identical, the same `weights_sha256` as
+    the uninterrupted run. With a seed set, Keras shuffles every epoch in the same order, so the
+    restarted process replays the order the uninterrupted one used (see `keras_bp.recipe`).
+    """
+    args = ["scripts/train.py", "--train-samples", "6000", "--epochs", "3", "--deterministic"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def start(out):
+        return subprocess.Popen(
+            [sys.executable, *args, "--out", str(out)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    # Both at once, to halve the wall time; the two cores are shared, the results are not.
+    uninterrupted, killed = start(tmp_path / "whole"), start(tmp_path / "killed")
+    metadata = backup_dir(tmp_path / "killed") / "keras" / "training_metadata.json"
+    deadline = time.monotonic() + 300
+    while not _backed_up_epochs(metadata):
+        assert killed.poll() is None, killed.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "epoch 1 never finished"
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert _backed_up_epochs(metadata) == 1, "the kill came after epoch 2 had finished"
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stderr.read()[-2000:]
+
+    proc = run_script(*args, "--out", tmp_path / "killed")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resumed after epoch 1" in proc.stdout
+    whole, resumed = (
+        json.loads((tmp_path / name / "metrics.json").read_text()) for name in ["whole", "killed"]
+    )
+    assert resumed["resumed_from_epoch"] == 1 and whole["resumed_from_epoch"] == 0
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+    assert resumed["history"] == whole["history"]
+    assert resumed["test_accuracy"] > 0.85
+
+
+def _backed_up_epochs(metadata):
+    try:
+        return json.loads(metadata.read_text())["epoch"]
+    except (OSError, ValueError, KeyError):  # not there yet, or caught mid-write
+        return 0
