@@ -67,8 +67,38 @@ def time_loop(kind, data, epochs, batch_size, jit_compile, steps_per_call=52):
     from keras_bp.loop import LoopConfig, train_loop
 
     with tempfile.TemporaryDirectory() as out:
-        config = LoopConfig(epochs=epochs, batch_size=batch_size, out=Path(out),
-                            steps_per_call=steps_per_call, checkpoint_every=0,
-                            jit_compile=jit_compile)
+        config = LoopConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            out=Path(out),
+            steps_per_call=steps_per_call,
+            checkpoint_every=0,
+            jit_compile=jit_compile,
+        )
         metrics = train_loop(make_source(kind, seed=0), data, config, verbose=0)
     return metrics["train_seconds"], metrics["test_accuracy"]
+
+
+def time_fit(data, epochs, speed=None):
+    """Training seconds of the seed's recipe through `model.fit`, with `speed` options."""
+    from keras_bp.cli import TrainConfig
+    from keras_bp.recipe import train_fit
+
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(epochs=epochs, batch_size=128, seed=0, out=Path(out))
+        _, metrics = train_fit(config, data, verbose=0, speed=speed)
+    return metrics["train_seconds"], metrics["test_accuracy"]
+
+
+def trainers(data, epochs):
+    """`{name: run}` for each trainer; `run()` returns `(training seconds, test accuracy)`."""
+    return {
+        "fit, stock": lambda: time_fit(data, epochs),
+        "fit, spe=469 xla": lambda: time_fit(data, epochs, {"steps_per_execution": 469, "jit_compile": True}),
+        "fit, spe=32 xla": lambda: time_fit(data, epochs, {"steps_per_execution": 32, "jit_compile": True}),
+        "fit, spe=469": lambda: time_fit(data, epochs, {"steps_per_execution": 469}),
+        "tape loop": lambda: time_loop("tape", data, epochs, batch_size=128, jit_compile=False),
+        "tape loop xla": lambda: time_loop("tape", data, epochs, batch_size=128, jit_compile=True),
+        "manual loop": lambda: time_loop("manual", data, epochs, batch_size=128, jit_compile=False),
+        "manual loop xla": lambda: time_loop("manual", data, epochs, batch_size=128, jit_compile=True),
+    }

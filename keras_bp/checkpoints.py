@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bp import atomic
-from keras_bp.cli import UsageError
+from keras_bp.errors import UsageError
 
 
 class RunCheckpoint:

@@ -6,6 +6,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from keras_bp.errors import InputError, NonFiniteLoss, UsageError
+
 
 @dataclass
 class TrainConfig:
@@ -15,10 +17,6 @@ class TrainConfig:
     batch_size: int = 128
     seed: int = 0
     out: Path = Path("runs/fit")
-
-
-class UsageError(ValueError):
-    """Bad input from the user: printed as one line, exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -139,8 +137,7 @@ def check_out_dir(path: Path) -> Path:
 
 def run(main):
     """Call `main()`; bad input and missing data become one line and exit code 2."""
-    from keras_bp.data import InputError, MnistUnavailable
-    from keras_bp.loop import NonFiniteLoss
+    from keras_bp.data import MnistUnavailable
 
     try:
         return main()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_bp import atomic
+from keras_bp.errors import InputError
 
 # SHA-256 of each C-ordered uint8 array's bytes.
 DIGESTS = {
@@ -42,10 +43,6 @@ NUM_CLASSES = 10
 
 class MnistUnavailable(RuntimeError):
     """Every MNIST source failed; the message names each source and why."""
-
-
-class InputError(ValueError):
-    """Training data or settings that cannot be trained on; the message says why."""
 
 
 class CacheWarning(UserWarning):

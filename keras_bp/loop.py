@@ -18,10 +18,7 @@ import tensorflow as tf
 from keras_bp import runs
 from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.data import check_training_data
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or Inf; the last good checkpoint was kept."""
+from keras_bp.errors import NonFiniteLoss
 
 
 @dataclass
@@ -63,7 +60,9 @@ class CompiledSteps:
     """`run(x, y, indices)`: steps `source.train_step` over the batches `x[indices[i]]`, in-graph.
 
     Traced once: every shape is left open in the signature, so full and partial chunks share
-    one graph. `traces` counts the Python traces.
+    one graph. `traces` counts the Python traces. The loop is an explicit `tf.while_loop` and
+    autograph is off: converting the hand-written backprop functions would cost more than a
+    second of tracing and buys nothing, as they have no Python control flow on tensors.
     """
 
     def __init__(self, source, num_features, num_classes, jit_compile=False):
@@ -74,17 +73,23 @@ class CompiledSteps:
             tf.TensorSpec([None, num_classes], tf.float32),
             tf.TensorSpec([None, None], tf.int32),
         ]
-        self.run = tf.function(self._run, input_signature=signature, jit_compile=jit_compile)
+        self.run = tf.function(
+            self._run, input_signature=signature, jit_compile=jit_compile, autograph=False
+        )
 
     def _run(self, x, y, indices):
         self.traces += 1
         steps = tf.shape(indices)[0]
-        losses = tf.TensorArray(tf.float32, size=steps)
-        correct = tf.TensorArray(tf.int32, size=steps)
-        for i in tf.range(steps):
+
+        def step(i, losses, correct):
             loss, hits = self.source.train_step(tf.gather(x, indices[i]), tf.gather(y, indices[i]))
-            losses = losses.write(i, tf.cast(loss, tf.float32))
-            correct = correct.write(i, hits)
+            return i + 1, losses.write(i, tf.cast(loss, tf.float32)), correct.write(i, hits)
+
+        _, losses, correct = tf.while_loop(
+            lambda i, *_: i < steps,
+            step,
+            (0, tf.TensorArray(tf.float32, size=steps), tf.TensorArray(tf.int32, size=steps)),
+        )
         return losses.stack(), correct.stack()
 
 

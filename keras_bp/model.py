@@ -10,13 +10,15 @@ HIDDEN_UNITS = 512
 NUM_CLASSES = 10
 
 
-def build_model(dense=keras.layers.Dense, compile=True) -> keras.Sequential:
+def build_model(dense=keras.layers.Dense, compile=True, **speed) -> keras.Sequential:
     """Build (and by default compile) the seed's two-layer network.
 
     Args:
         dense: the layer class for both layers, `keras.layers.Dense` or a drop-in
             replacement such as `keras_bp.layers.ManualDense`.
         compile: compile with the seed's `rmsprop` / `categorical_crossentropy` / `accuracy`.
+        **speed: how `fit` executes, not what it computes: `steps_per_execution`,
+            `jit_compile`.
     """
     model = keras.Sequential(
         [

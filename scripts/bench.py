@@ -59,22 +59,43 @@ def main():
     medians = {name: statistics.median(t) for name, t in times.items()}
     floor = min(medians[n] for n in medians if n.startswith("floor"))
     flops = bench.matmul_flops() * steps
-    rows = [(name, f"{s:.2f}", f"{s / floor:.2f}×",
-             f"{flops / s / 1e9:.0f}" if name.startswith("floor") else "",
-             "" if accuracy[name] is None else f"{accuracy[name]:.4f}")
-            for name, s in medians.items()]
+    rows = [
+        (
+            name,
+            f"{s:.2f}",
+            f"{s / floor:.2f}×",
+            f"{flops / s / 1e9:.0f}" if name.startswith("floor") else "",
+            "" if accuracy[name] is None else f"{accuracy[name]:.4f}",
+        )
+        for name, s in medians.items()
+    ]
     table = runs.markdown_table(
-        ["what", "seconds (median)", "ratio to floor", "GFLOP/s", "test accuracy"], rows)
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
-               f"TensorFlow {tf.__version__}")
-    print(f"\n{args.epochs} epochs = {steps} steps of batch 128; median of {args.repeats} runs; "
-          f"{machine}\n\n{table}\n\nMNIST load from cache: {load_seconds:.2f} s")
-    atomic.write_json(args.out, {
-        "epochs": args.epochs, "steps": steps, "repeats": args.repeats, "machine": machine,
-        "floor_seconds": floor, "load_seconds": load_seconds, "times": times,
-        "medians": medians, "ratios": {n: s / floor for n, s in medians.items()},
-        "test_accuracy": accuracy, "versions": runs.versions(),
-    })
+        ["what", "seconds (median)", "ratio to floor", "GFLOP/s", "test accuracy"], rows
+    )
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
+        f"TensorFlow {tf.__version__}"
+    )
+    print(
+        f"\n{args.epochs} epochs = {steps} steps of batch 128; median of {args.repeats} runs; "
+        f"{machine}\n\n{table}\n\nMNIST load from cache: {load_seconds:.2f} s"
+    )
+    atomic.write_json(
+        args.out,
+        {
+            "epochs": args.epochs,
+            "steps": steps,
+            "repeats": args.repeats,
+            "machine": machine,
+            "floor_seconds": floor,
+            "load_seconds": load_seconds,
+            "times": times,
+            "medians": medians,
+            "ratios": {n: s / floor for n, s in medians.items()},
+            "test_accuracy": accuracy,
+            "versions": runs.versions(),
+        },
+    )
     print(f"wrote {args.out}")
 
 

@@ -32,20 +32,35 @@ def main():
     )
     results.append(fit_metrics)
     for kind in ["tape", "manual"]:
-        config = loop.LoopConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                 out=out / kind, fresh=True)
-        results.append(loop.train_loop(gradients.make_source(kind, args.seed), data, config,
-                                       verbose=2))
+        config = loop.LoopConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            out=out / kind,
+            fresh=True,
+        )
+        results.append(
+            loop.train_loop(gradients.make_source(kind, args.seed), data, config, verbose=2)
+        )
 
     # Report.
     table = runs.markdown_table(
         ["trainer", "test accuracy", "test loss", "training seconds"],
-        [(m["trainer"], f"{m['test_accuracy']:.4f}", f"{m['test_loss']:.4f}",
-          f"{m['train_seconds']:.1f}") for m in results],
+        [
+            (
+                m["trainer"],
+                f"{m['test_accuracy']:.4f}",
+                f"{m['test_loss']:.4f}",
+                f"{m['train_seconds']:.1f}",
+            )
+            for m in results
+        ],
     )
-    header = (f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, "
-              f"{results[0]['train_samples']} training images; TensorFlow "
-              f"{results[0]['versions']['tensorflow']}, Keras {results[0]['versions']['keras']}")
+    header = (
+        f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, "
+        f"{results[0]['train_samples']} training images; TensorFlow "
+        f"{results[0]['versions']['tensorflow']}, Keras {results[0]['versions']['keras']}"
+    )
     report = f"{header}\n\n{table}\n"
     atomic.write_bytes(out / "compare.md", report.encode())
     print(report)

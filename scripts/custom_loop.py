@@ -38,9 +38,7 @@ def main():
     source = gradients.make_source("tape", args.seed)
 
     # Train: per-epoch shuffle from (seed, epoch), compiled steps, checkpoints.
-    metrics = loop.train_loop(
-        source, data, config, extra_metrics=settings
-    )
+    metrics = loop.train_loop(source, data, config, extra_metrics=settings)
 
     # Evaluate.
     print(f"test accuracy: {metrics['test_accuracy']:.4f}")

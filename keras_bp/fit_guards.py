@@ -1,0 +1,120 @@
+"""Guards for `model.fit` (`keras_bp.recipe`): resume after a kill, stop on NaN or Inf.
+
+Neither changes a number the recipe computes.
+
+Resuming after a kill. `keras.callbacks.BackupAndRestore` backs up the weights, the optimizer's
+state and the epoch count into `OUT/fit_backup/keras/` at the end of every epoch; rerunning the
+same command restores them and continues with the next epoch. Keras backs up at epoch ends only,
+so an epoch that was interrupted is redone from its start. The backup lives inside `--out`, so
+runs with different `--out` never resume from each other; `fit_backup/run.json` holds the run's
+identity (seed, batch size, epochs, samples), so a different run is refused rather than resumed,
+and every finished epoch's metrics, so a resumed run's history is whole. `--fresh` deletes the
+backup first. Keras writes its backup in place; with `double_checkpoint=True` it keeps the
+previous epoch's copy and falls back to it if a kill left the new weights file unreadable.
+
+By default Keras deletes its backup as soon as `fit` completes (`delete_checkpoint=True`). Here
+it is kept until `model.keras` and `metrics.json` are written, then deleted, so a kill during
+evaluation or saving costs no training.
+
+Under `--deterministic` a resumed run ends with weights bit-identical to an uninterrupted one
+(`tests/test_fit_resume.py` kills a real run mid-epoch to check). It holds because, with a seed
+set, Keras's TensorFlow backend shuffles every epoch in the same order: its shuffle's random
+stream restarts with each pass over the data, so a restarted process sees the order an
+uninterrupted run would have seen.
+
+Non-finite loss. `StopOnNonFinite` raises `keras_bp.loop.NonFiniteLoss`, naming the epoch and
+step, at the first NaN or Inf loss. Raising, rather than `keras.callbacks.TerminateOnNaN`'s
+default `stop_training = True`, skips the epoch end, so `BackupAndRestore` never backs up the
+diverged weights over the last good epoch, and `model.keras` and `metrics.json` are not written.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_bp import atomic
+from keras_bp.errors import NonFiniteLoss, UsageError
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raise `NonFiniteLoss` at the first NaN or Inf loss, before anything is saved.
+
+    At each epoch end it also checks the weights and the optimizer's state, before the backup is
+    written: an epoch's last update can make them non-finite while the loss, computed before
+    that update, was still finite. Place it before `BackupAndRestore` in the callback list.
+    """
+
+    def __init__(self, backup):
+        super().__init__()
+        self.backup = backup
+        self.epoch = self.step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.step = epoch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = batch + 1
+        # Keras logs the epoch's running mean: it turns NaN with the first NaN batch.
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self._stop(f"loss became {loss}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self.model.get_weights() + [v.numpy() for v in self.model.optimizer.variables]
+        if not all(np.isfinite(w).all() for w in state):
+            self._stop("weights became non-finite")
+
+    def _stop(self, what):
+        where = f"at epoch {self.epoch + 1}, step {self.step}"
+        kept = (
+            f"the backup of epoch {self.epoch} is kept in {self.backup}"
+            if self.epoch
+            else "no epoch had finished, so there is no backup"
+        )
+        raise NonFiniteLoss(f"{what} {where}; stopped without saving, {kept}")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """The run's identity and every finished epoch's metrics, in `run.json`, across resumes.
+
+    Place it before `BackupAndRestore`: an epoch logged but not backed up before a kill is
+    redone on resume, and its entry overwritten.
+
+    Args:
+        path: the JSON file, inside the backup directory.
+        identity: what must match for a backup to be resumed.
+    """
+
+    def __init__(self, path, identity):
+        super().__init__()
+        self.path, self.identity = Path(path), identity
+        self.epochs = []
+        self.first_epoch = None
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if saved["identity"] != identity:
+                diff = ", ".join(
+                    f"{k} {saved['identity'].get(k)} vs {v}"
+                    for k, v in identity.items()
+                    if saved["identity"].get(k) != v
+                )
+                raise UsageError(
+                    f"{self.path.parent} holds the backup of another run ({diff}); "
+                    "pass --fresh to start over, or choose another --out"
+                )
+            self.epochs = saved["epochs"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs = [*self.epochs[:epoch], {k: float(v) for k, v in logs.items()}]
+        atomic.write_json(self.path, {"identity": self.identity, "epochs": self.epochs})
+
+    def history(self, epochs):
+        done = self.epochs[:epochs]
+        return {k: [e[k] for e in done] for k in (done[0] if done else {})}
