@@ -116,9 +116,15 @@ def loop_parser(description, default_out):
     p.add_argument(
         "--steps-per-call",
         type=positive_int,
-        default=50,
+        default=52,
         metavar="STEPS",
         help="training steps per compiled call (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-xla",
+        dest="xla",
+        action="store_false",
+        help="run the compiled steps without XLA (jit_compile=False); slower, same math",
     )
     return p
 

@@ -16,16 +16,20 @@ from keras_bp.loop import CompiledSteps, epoch_chunks, epoch_permutation
 from keras_bp.model import build_model
 
 
-def _trained_weights(source, x, y, indices, steps_per_call):
-    steps = CompiledSteps(source, x.shape[1], y.shape[1])
+def _trained_weights(source, x, y, indices, steps_per_call, jit_compile):
+    steps = CompiledSteps(source, x.shape[1], y.shape[1], jit_compile)
     x, y = tf.constant(x), tf.constant(y)
     for _, chunk in epoch_chunks(indices.ravel(), indices.shape[1], 0, steps_per_call):
         steps.run(x, y, tf.constant(chunk))
     return source.model().get_weights()
 
 
-def train_in_lockstep(x, y, steps, batch_size=128, seed=0, steps_per_call=50):
-    """Return `{trainer: weights}` after `steps` identical updates, plus the initial weights."""
+def train_in_lockstep(x, y, steps, batch_size=128, seed=0, steps_per_call=52, jit_compile=True):
+    """Return `{trainer: weights}` after `steps` identical updates, plus the initial weights.
+
+    `jit_compile` applies to the two loop trainers (XLA by default, as they ship); `fit` runs
+    as `make train` does.
+    """
     if steps * batch_size > len(x):
         raise ValueError(f"steps * batch_size = {steps * batch_size} exceeds the {len(x)} samples")
     keras.utils.set_random_seed(seed)
@@ -43,8 +47,12 @@ def train_in_lockstep(x, y, steps, batch_size=128, seed=0, steps_per_call=50):
     return {
         "initial": initial,
         "fit": fit_model.get_weights(),
-        "tape": _trained_weights(TapeGradients(fresh_model()), x, y, indices, steps_per_call),
-        "manual": _trained_weights(ManualGradients(fresh_model()), x, y, indices, steps_per_call),
+        "tape": _trained_weights(
+            TapeGradients(fresh_model()), x, y, indices, steps_per_call, jit_compile
+        ),
+        "manual": _trained_weights(
+            ManualGradients(fresh_model()), x, y, indices, steps_per_call, jit_compile
+        ),
     }
 
 

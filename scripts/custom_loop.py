@@ -18,6 +18,7 @@ from keras_bp import cli  # noqa: E402
 def main():
     # Setup: the seed's settings by default; seeding comes before any TensorFlow op.
     args = cli.loop_parser(__doc__.splitlines()[0], default_out="runs/custom_loop").parse_args()
+    out = cli.check_out_dir(args.out)  # before the slow imports: bad input fails fast
     from keras_bp import gradients, loop, recipe, reproducible
 
     settings = reproducible.configure(args.seed, args.deterministic)
@@ -25,10 +26,11 @@ def main():
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
-        out=cli.check_out_dir(args.out),
+        out=out,
         steps_per_call=args.steps_per_call,
         checkpoint_every=args.checkpoint_every,
         fresh=args.fresh,
+        jit_compile=args.xla,
     )
 
     # Data: MNIST, verified, (N, 784) float32 / 255 and one-hot labels.

@@ -32,6 +32,7 @@ def main():
         help="default: 1e-3 for rmsprop (Keras's), 0.01 for sgd",
     )
     args = parser.parse_args()
+    out = cli.check_out_dir(args.out)  # before the slow imports: bad input fails fast
     from keras_bp import gradients, loop, recipe, reproducible
 
     settings = reproducible.configure(args.seed, args.deterministic)
@@ -39,10 +40,11 @@ def main():
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
-        out=cli.check_out_dir(args.out),
+        out=out,
         steps_per_call=args.steps_per_call,
         checkpoint_every=args.checkpoint_every,
         fresh=args.fresh,
+        jit_compile=args.xla,
     )
 
     # Data.

@@ -21,6 +21,9 @@ def main():
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
     parser.add_argument("--seed", type=cli.non_negative_int, default=0)
     parser.add_argument("--tolerance", type=cli.positive_float, default=1e-4)
+    parser.add_argument(
+        "--no-xla", dest="xla", action="store_false", help="loop trainers without XLA"
+    )
     args = parser.parse_args()
     from keras_bp import parity, recipe
 
@@ -33,13 +36,15 @@ def main():
         )
 
     # Train the three in lockstep.
-    weights = parity.train_in_lockstep(x, y, args.steps, args.batch_size, args.seed)
+    weights = parity.train_in_lockstep(
+        x, y, args.steps, args.batch_size, args.seed, jit_compile=args.xla
+    )
     rows, moved = parity.parity_table(weights)
 
     # Report.
     print(
-        f"after {args.steps} steps of batch {args.batch_size} (seed {args.seed}); "
-        f"training moved the weights by up to {moved:.3g}"
+        f"after {args.steps} steps of batch {args.batch_size} (seed {args.seed}), loops "
+        f"{'with' if args.xla else 'without'} XLA; training moved the weights by up to {moved:.3g}"
     )
     print("| pair | max abs weight difference |\n|---|---|")
     for pair, diff in rows:

@@ -20,17 +20,34 @@ from keras_bp import cli  # noqa: E402
 
 def main():
     # Setup: the seed's settings by default; seeding comes before any TensorFlow op.
-    args = cli.train_parser(__doc__.splitlines()[0], default_out="runs/fit").parse_args()
+    parser = cli.train_parser(__doc__.splitlines()[0], default_out="runs/fit")
+    parser.add_argument(
+        "--steps-per-execution",
+        type=cli.positive_int,
+        default=None,
+        metavar="N",
+        help="run N steps per compiled call (default: Keras's 1); same updates",
+    )
+    parser.add_argument(
+        "--xla", action="store_true", help="compile the train step with XLA; same updates"
+    )
+    args = parser.parse_args()
+    speed = {"jit_compile": True} if args.xla else {}
+    if args.steps_per_execution:
+        speed["steps_per_execution"] = args.steps_per_execution
+    out = cli.check_out_dir(args.out)  # before the slow imports: bad input fails fast
     from keras_bp import recipe, reproducible
 
     settings = reproducible.configure(args.seed, args.deterministic)
-    config = cli.TrainConfig(args.epochs, args.batch_size, args.seed, cli.check_out_dir(args.out))
+    config = cli.TrainConfig(args.epochs, args.batch_size, args.seed, out)
 
     # Data: MNIST, verified, reshaped to (N, 784) float32 / 255, labels one-hot.
     data = recipe.mnist_arrays(args.train_samples)
 
     # Model and training: Dense(512, relu) -> Dense(10, softmax), rmsprop, 5 epochs of 128.
-    model, metrics = recipe.train_fit(config, data, fresh=args.fresh, extra_metrics=settings)
+    model, metrics = recipe.train_fit(
+        config, data, fresh=args.fresh, extra_metrics=settings, speed=speed
+    )
 
     # Evaluate: the figure the seed's recipe reports.
     if metrics["resumed_from_epoch"]:

@@ -58,7 +58,9 @@ def test_loop_traces_at_most_twice_and_writes_the_fit_keys(kind, tmp_path, synth
 
 def test_fast_parity_of_the_three_trainers_on_synthetic_data(synthetic_data):
     (x, y), _ = synthetic_data
-    weights = parity.train_in_lockstep(x, y, steps=12, batch_size=16, seed=2, steps_per_call=5)
+    weights = parity.train_in_lockstep(
+        x, y, steps=12, batch_size=16, seed=2, steps_per_call=4, jit_compile=True
+    )
     rows, moved = parity.parity_table(weights)
     diffs = dict(rows)
     assert set(diffs) == {"fit vs tape", "fit vs manual", "tape vs manual"}
@@ -82,7 +84,10 @@ def test_manual_trainer_graph_has_no_autodiff_ops_and_the_tape_graph_does():
     assert "MatMul" in manual_ops
 
 
-@pytest.mark.parametrize("script", ["scripts/custom_loop.py", "scripts/manual_backprop.py"])
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param("scripts/custom_loop.py", marks=pytest.mark.slow), "scripts/manual_backprop.py"],
+)
 def test_loop_scripts_smoke_on_real_mnist(script, tmp_path):
     proc = run_script(script, "--epochs", "1", "--train-samples", "2560", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

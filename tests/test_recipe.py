@@ -225,3 +225,22 @@ def test_seed_recipe_reaches_published_accuracy(tmp_path):
     _, metrics = train_fit(TrainConfig(out=tmp_path / "fit"), verbose=2)
     print(f"fit recipe test accuracy: {metrics['test_accuracy']:.4f}")
     assert metrics["test_accuracy"] >= 0.975
+
+
+def test_fit_speed_settings_keep_the_recipes_updates(tmp_path, synthetic_data):
+    """steps_per_execution and XLA change how fit runs, not what it computes."""
+    stock, fast = (
+        train_fit(TrainConfig(1, 32, 0, tmp_path / name), synthetic_data, verbose=0, speed=speed)[
+            0
+        ].get_weights()
+        for name, speed in [
+            ("stock", None),
+            ("fast", {"steps_per_execution": 4, "jit_compile": True}),
+        ]
+    )
+    keras.utils.set_random_seed(0)
+    initial = build_model().get_weights()
+    moved = max(np.max(np.abs(a - b)) for a, b in zip(stock, initial, strict=True))
+    assert moved > 1e-3  # 8 RMSprop steps really moved the weights
+    for a, b in zip(stock, fast, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)

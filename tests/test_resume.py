@@ -38,8 +38,8 @@ def _run(kind, data, out, **kwargs):
 
 @pytest.mark.parametrize("kind", ["tape", "manual"])
 def test_same_seed_gives_bit_identical_weights(kind, tmp_path, synthetic_data):
-    a = _run(kind, synthetic_data, tmp_path / "a")
-    b = _run(kind, synthetic_data, tmp_path / "b")
+    a = _run(kind, synthetic_data, tmp_path / "a", epochs=1)
+    b = _run(kind, synthetic_data, tmp_path / "b", epochs=1)
     assert a["weights_sha256"] == b["weights_sha256"]
 
 
@@ -57,13 +57,17 @@ class _Killed(BaseException):
     """Stands in for SIGKILL in-process: not an Exception, so nothing catches it."""
 
 
-# 11 steps an epoch; saves at steps 6 and 10, then at the epoch end: save 1 is mid-epoch 1,
-# save 4 mid-epoch 2.
-@pytest.mark.parametrize("kind, saves_before_kill", [("tape", 4), ("manual", 1)])
+# 11 steps an epoch; without XLA, saves at steps 6 and 10, then at the epoch end: save 1 is
+# mid-epoch 1, save 4 mid-epoch 2. With XLA (chunks of 5), save 2 is at step 10 of epoch 1.
+@pytest.mark.parametrize(
+    "kind, saves_before_kill, xla", [("tape", 4, False), ("manual", 1, False), ("manual", 2, True)]
+)
 def test_resume_after_interruption_is_bit_identical(
-    kind, saves_before_kill, tmp_path, synthetic_data, monkeypatch
+    kind, saves_before_kill, xla, tmp_path, synthetic_data, monkeypatch
 ):
-    uninterrupted = _run(kind, synthetic_data, tmp_path / "whole")
+    # With XLA, chunks of 5 divide the 10 full steps: two compiled shapes, (5, 24) and (1, 16).
+    options = {"jit_compile": True, "steps_per_call": 5, "checkpoint_every": 5} if xla else {}
+    uninterrupted = _run(kind, synthetic_data, tmp_path / "whole", **options)
 
     real_save, saves = RunCheckpoint.save, []
 
@@ -75,28 +79,28 @@ def test_resume_after_interruption_is_bit_identical(
 
     monkeypatch.setattr(RunCheckpoint, "save", save_then_die)
     with pytest.raises(_Killed):
-        _run(kind, synthetic_data, tmp_path / "killed")
+        _run(kind, synthetic_data, tmp_path / "killed", **options)
     assert not (tmp_path / "killed" / "metrics.json").exists()
     monkeypatch.setattr(RunCheckpoint, "save", real_save)
 
-    resumed = _run(kind, synthetic_data, tmp_path / "killed")
+    resumed = _run(kind, synthetic_data, tmp_path / "killed", **options)
     assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
     assert resumed["history"] == uninterrupted["history"]
 
 
 def test_checkpoints_of_another_run_are_refused_and_fresh_starts_over(tmp_path, synthetic_data):
-    _run("manual", synthetic_data, tmp_path)
+    _run("manual", synthetic_data, tmp_path, epochs=1)
     with pytest.raises(UsageError, match="holds checkpoints of another run.*seed 5 vs 9"):
         train_loop(
             gradients.make_source("manual", seed=9),
             synthetic_data,
-            _config(tmp_path, seed=9),
+            _config(tmp_path, seed=9, epochs=1),
             verbose=0,
         )
     fresh = train_loop(
         gradients.make_source("manual", seed=9),
         synthetic_data,
-        _config(tmp_path, seed=9, fresh=True),
+        _config(tmp_path, seed=9, epochs=1, fresh=True),
         verbose=0,
     )
     assert fresh["seed"] == 9
