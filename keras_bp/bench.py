@@ -98,9 +98,9 @@ def trainers(data, epochs):
     fast_fit = {"steps_per_execution": 32, "jit_compile": True}
     return {
         "fit: make train (the recipe as is)": lambda: time_fit(data, epochs),
-        "tape loop: make custom-loop (XLA)": lambda: time_loop("tape", data, epochs, 128, True),
-        "manual loop: make manual (XLA)": lambda: time_loop("manual", data, epochs, 128, True),
+        "tape loop: make custom-loop": lambda: time_loop("tape", data, epochs, 128, False),
+        "manual loop: make manual": lambda: time_loop("manual", data, epochs, 128, False),
         "fit: --steps-per-execution 32 --xla": lambda: time_fit(data, epochs, fast_fit),
-        "tape loop: --no-xla": lambda: time_loop("tape", data, epochs, 128, False),
-        "manual loop: --no-xla": lambda: time_loop("manual", data, epochs, 128, False),
+        "tape loop: --xla": lambda: time_loop("tape", data, epochs, 128, True),
+        "manual loop: --xla": lambda: time_loop("manual", data, epochs, 128, True),
     }

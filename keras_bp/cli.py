@@ -121,10 +121,10 @@ def loop_parser(description, default_out):
         help="training steps per compiled call (default: %(default)s)",
     )
     p.add_argument(
-        "--no-xla",
-        dest="xla",
-        action="store_false",
-        help="run the compiled steps without XLA (jit_compile=False); slower, same math",
+        "--xla",
+        action="store_true",
+        help="compile the steps with XLA: faster; same math, but other kernels, so the "
+        "weights drift from fit's in the last bits",
     )
     return p
 

@@ -24,11 +24,13 @@ def _trained_weights(source, x, y, indices, steps_per_call, jit_compile):
     return source.model().get_weights()
 
 
-def train_in_lockstep(x, y, steps, batch_size=128, seed=0, steps_per_call=52, jit_compile=True):
+def train_in_lockstep(x, y, steps, batch_size=128, seed=0, steps_per_call=52, jit_compile=False):
     """Return `{trainer: weights}` after `steps` identical updates, plus the initial weights.
 
-    `jit_compile` applies to the two loop trainers (XLA by default, as they ship); `fit` runs
-    as `make train` does.
+    `jit_compile` compiles all three with XLA (`fit` with `jit_compile=True`), or none: the
+    trainers are compared on the same kernels. Across kernels (XLA's matmul vs oneDNN's) the
+    last bits of a pre-activation differ, a ReLU at its kink can flip, and RMSprop's
+    `g/√(v + ε)` magnifies the gradient of a weight whose `v` is still tiny (a border pixel).
     """
     if steps * batch_size > len(x):
         raise ValueError(f"steps * batch_size = {steps * batch_size} exceeds the {len(x)} samples")
@@ -37,12 +39,12 @@ def train_in_lockstep(x, y, steps, batch_size=128, seed=0, steps_per_call=52, ji
     order = epoch_permutation(seed, 0, len(x))[: steps * batch_size]
     indices = order.reshape(steps, batch_size)
 
-    def fresh_model():
-        model = build_model()
+    def fresh_model(**speed):
+        model = build_model(**speed)
         model.set_weights(initial)
         return model
 
-    fit_model = fresh_model()
+    fit_model = fresh_model(jit_compile=jit_compile)
     fit_model.fit(x[order], y[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     return {
         "initial": initial,

@@ -22,7 +22,7 @@ def main():
     parser.add_argument("--seed", type=cli.non_negative_int, default=0)
     parser.add_argument("--tolerance", type=cli.positive_float, default=1e-4)
     parser.add_argument(
-        "--no-xla", dest="xla", action="store_false", help="loop trainers without XLA"
+        "--xla", action="store_true", help="all three with XLA (default: all three without)"
     )
     args = parser.parse_args()
     from keras_bp import parity, recipe

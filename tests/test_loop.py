@@ -58,9 +58,7 @@ def test_loop_traces_at_most_twice_and_writes_the_fit_keys(kind, tmp_path, synth
 
 def test_fast_parity_of_the_three_trainers_on_synthetic_data(synthetic_data):
     (x, y), _ = synthetic_data
-    weights = parity.train_in_lockstep(
-        x, y, steps=12, batch_size=16, seed=2, steps_per_call=4, jit_compile=True
-    )
+    weights = parity.train_in_lockstep(x, y, steps=12, batch_size=16, seed=2, steps_per_call=4)
     rows, moved = parity.parity_table(weights)
     diffs = dict(rows)
     assert set(diffs) == {"fit vs tape", "fit vs manual", "tape vs manual"}
