@@ -73,7 +73,13 @@ class RunCheckpoint:
             atomic.write_json(identity_file, self.identity)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=2)
         if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
+            try:
+                self.checkpoint.restore(self.manager.latest_checkpoint).assert_consumed()
+            except (AssertionError, ValueError, tf.errors.OpError) as e:
+                raise UsageError(
+                    f"cannot resume from {self.manager.latest_checkpoint} "
+                    f"({str(e).strip().splitlines()[0][:160]}); pass --fresh to start over"
+                ) from None
         epoch, step = (int(v) for v in self.position.numpy())
         self._saved_at = epoch * self.steps_per_epoch + step
         return epoch, step
@@ -81,6 +87,10 @@ class RunCheckpoint:
     def due(self, epoch, step):
         position = epoch * self.steps_per_epoch + step
         return self.every > 0 and position - self._saved_at >= self.every
+
+    def finish(self):
+        """The run is saved: drop its checkpoints, so the same command trains anew."""
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def save(self, epoch, step):
         self.position.assign([epoch, step])

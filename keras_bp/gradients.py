@@ -38,6 +38,11 @@ class TapeGradients:
         self.loss_fn = keras.losses.CategoricalCrossentropy()
         self.variables = [v.value for v in model.weights]
         self.state = [v.value for v in self.optimizer.variables]
+        # What a checkpoint must have been made with to be resumed.
+        self.settings = {
+            "optimizer": type(self.optimizer).__name__,
+            "learning_rate": float(self.optimizer.learning_rate.numpy()),
+        }
 
     def train_step(self, x, y):
         with tf.GradientTape() as tape:
@@ -77,6 +82,10 @@ class ManualGradients:
             optimizer = optimizers.get(optimizer, **kwargs)
         self.optimizer = optimizer.build(self.variables)
         self.state = list(self.optimizer.variables)
+        self.settings = {
+            "optimizer": type(self.optimizer).__name__,
+            "learning_rate": self.optimizer.learning_rate,
+        }
 
     def forward_backward(self, x, y):
         """Return `(loss, logits, grads)`, grads being ∂L/∂(each variable) in order."""

@@ -29,7 +29,7 @@ class LoopConfig:
     batch_size: int = 128
     seed: int = 0
     out: Path = Path("runs/custom_loop")
-    steps_per_call: int = 52  # 468 full batches = 9 calls of 52, so one compiled shape
+    steps_per_call: int = 52  # 468 full batches of MNIST = 9 calls of 52
     checkpoint_every: int = 100
     fresh: bool = False
     # XLA fuses the elementwise work around the matmuls (faster), but its kernels round
@@ -103,7 +103,8 @@ def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
     steps_per_epoch = math.ceil(n / config.batch_size)
     x, y = tf.constant(x_train), tf.constant(y_train)
     steps = CompiledSteps(source, x.shape[1], y.shape[1], config.jit_compile)
-    ckpt = RunCheckpoint(config, source, identity={"trainer": source.name, "samples": n})
+    identity = {"trainer": source.name, "samples": n, **source.settings}
+    ckpt = RunCheckpoint(config, source, identity=identity)
     epoch, step = ckpt.restore_or_start(fresh=config.fresh)
     if (epoch, step) != (0, 0) and verbose:
         print(f"Resuming from {ckpt.manager.latest_checkpoint}: epoch {epoch + 1}, step {step}")
@@ -129,8 +130,10 @@ def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
             loss_mean, accuracy = ckpt.accumulate(losses, correct, indices.shape[1])
             bar.update(step, values=[("loss", loss_mean), ("accuracy", accuracy)])
             if step < steps_per_epoch and ckpt.due(epoch, step):
+                _check_finite_state(source, epoch, step, ckpt.directory)
                 ckpt.save(epoch, step)
         train_seconds += time.perf_counter() - start
+        _check_finite_state(source, epoch, step, ckpt.directory)
         ckpt.end_epoch(epoch)
         epoch, step = epoch + 1, 0
         ckpt.save(epoch, step)
@@ -150,4 +153,17 @@ def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
         "traces": steps.traces,
         **(extra_metrics or {}),
     }
-    return runs.save_run(config.out, model, metrics)
+    metrics = runs.save_run(config.out, model, metrics)
+    ckpt.finish()
+    return metrics
+
+
+def _check_finite_state(source, epoch, step, directory):
+    """Refuse to checkpoint NaN or Inf: a step's update can break the weights after its loss
+    (computed before the update) was still finite."""
+    for v in [*source.variables, *source.state]:
+        if not np.isfinite(v.numpy()).all():
+            raise NonFiniteLoss(
+                f"weights became non-finite by epoch {epoch + 1}, step {step}; stopped without "
+                f"saving, last good checkpoint kept in {directory}"
+            )

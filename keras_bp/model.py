@@ -27,8 +27,12 @@ def build_model(dense=keras.layers.Dense, compile=True, **speed) -> keras.Sequen
             dense(NUM_CLASSES, activation="softmax"),
         ]
     )
+    if speed and not compile:
+        raise ValueError(f"speed options {sorted(speed)} need compile=True")
     if compile:
-        model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"], **speed
+        )
     return model
 
 

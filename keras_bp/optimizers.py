@@ -4,6 +4,8 @@ Each optimizer owns its state as `tf.Variable`s (so a checkpoint can hold it) an
 variables in place with TensorFlow ops, so `apply` runs inside a compiled training step.
 """
 
+import math
+
 import tensorflow as tf
 
 
@@ -15,8 +17,10 @@ class SGD:
     """
 
     def __init__(self, learning_rate=0.01):
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate: expected a positive number, received {learning_rate}")
+        if not (learning_rate > 0 and math.isfinite(learning_rate)):
+            raise ValueError(
+                f"learning_rate: expected a positive finite number, received {learning_rate}"
+            )
         self.learning_rate = learning_rate
         self.variables = []
 
@@ -40,8 +44,10 @@ class RMSprop:
     """
 
     def __init__(self, learning_rate=1e-3, rho=0.9, epsilon=1e-7):
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate: expected a positive number, received {learning_rate}")
+        if not (learning_rate > 0 and math.isfinite(learning_rate)):
+            raise ValueError(
+                f"learning_rate: expected a positive finite number, received {learning_rate}"
+            )
         if not 0 <= rho < 1:
             raise ValueError(f"rho: expected a number in [0, 1), received {rho}")
         if not epsilon > 0:

@@ -17,10 +17,10 @@ from keras_bp import cli  # noqa: E402
 def main():
     # Setup.
     args = cli.train_parser(__doc__.splitlines()[0], default_out="runs/compare").parse_args()
+    out = cli.check_out_dir(args.out)  # before the slow imports: bad input fails fast
     from keras_bp import atomic, gradients, loop, recipe, reproducible, runs
 
-    reproducible.configure(args.seed, args.deterministic)
-    out = cli.check_out_dir(args.out)
+    settings = reproducible.configure(args.seed, args.deterministic)
 
     # Data.
     data = recipe.mnist_arrays(args.train_samples)
@@ -28,7 +28,11 @@ def main():
     # Train: model.fit, then the loop with each gradient source, from the same initial weights.
     results = []
     _, fit_metrics = recipe.train_fit(
-        cli.TrainConfig(args.epochs, args.batch_size, args.seed, out / "fit"), data, verbose=2
+        cli.TrainConfig(args.epochs, args.batch_size, args.seed, out / "fit"),
+        data,
+        verbose=2,
+        fresh=args.fresh,
+        extra_metrics=settings,
     )
     results.append(fit_metrics)
     for kind in ["tape", "manual"]:
@@ -37,11 +41,10 @@ def main():
             batch_size=args.batch_size,
             seed=args.seed,
             out=out / kind,
-            fresh=True,
+            fresh=args.fresh,
         )
-        results.append(
-            loop.train_loop(gradients.make_source(kind, args.seed), data, config, verbose=2)
-        )
+        source = gradients.make_source(kind, args.seed)
+        results.append(loop.train_loop(source, data, config, verbose=2, extra_metrics=settings))
 
     # Report.
     table = runs.markdown_table(

@@ -19,7 +19,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_bp import backprop, gradcheck  # noqa: E402
+from keras_bp import backprop, cli, gradcheck  # noqa: E402
+
+cli.Parser(description="The largest errors of the hand-written gradients.").parse_args()
 
 
 def cases(dtype):

@@ -18,7 +18,9 @@ Run it with:
 import numpy as np
 import tensorflow as tf
 
-from keras_bp import backprop
+from keras_bp import backprop, cli
+
+cli.Parser(description="Backpropagation on one neuron, by hand.").parse_args()  # no options
 
 # The numbers. One example (a batch of N = 1), float64 so every printed digit is exact.
 

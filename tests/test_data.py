@@ -54,8 +54,8 @@ def isolated_cache(tmp_path, monkeypatch, mnist):
     (x_train, y_train), (x_test, y_test) = mnist
     good = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     sources = {
-        "Keras cache": data._from_keras_cache,
         "keras_bp cache": data._from_own_cache,
+        "Keras cache": data._from_keras_cache,
         "good source": lambda: data.verify(dict(good)),
     }
     monkeypatch.setattr(data, "SOURCES", sources)

@@ -85,7 +85,7 @@ def test_killed_mid_epoch_and_rerun_ends_bit_identical_under_deterministic(tmp_p
 
     Measured (Keras 3.15, TensorFlow 2.21, CPU): bit-identical, the same `weights_sha256` as
     the uninterrupted run. With a seed set, Keras shuffles every epoch in the same order, so the
-    restarted process replays the order the uninterrupted one used (see `keras_bp.recipe`).
+    restarted process replays the order the uninterrupted one used (see `keras_bp.fit_guards`).
     """
     args = ["scripts/train.py", "--train-samples", "6000", "--epochs", "3", "--deterministic"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -48,7 +48,7 @@ def test_epsilon_inside_the_square_root():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"learning_rate": 0}, "learning_rate: expected a positive number, received 0"),
+        ({"learning_rate": 0}, "learning_rate: expected a positive finite number, received 0"),
         ({"rho": 1.0}, r"rho: expected a number in \[0, 1\), received 1.0"),
         ({"epsilon": -1}, "epsilon: expected a positive number, received -1"),
     ],

@@ -240,6 +240,8 @@ def test_fit_speed_settings_keep_the_recipes_updates(tmp_path, synthetic_data):
     )
     keras.utils.set_random_seed(0)
     initial = build_model().get_weights()
+    fast_model = build_model(steps_per_execution=4, jit_compile=True)
+    assert fast_model.jit_compile is True and fast_model.steps_per_execution == 4
     moved = max(np.max(np.abs(a - b)) for a, b in zip(stock, initial, strict=True))
     assert moved > 1e-3  # 8 RMSprop steps really moved the weights
     for a, b in zip(stock, fast, strict=True):

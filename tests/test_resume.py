@@ -88,8 +88,24 @@ def test_resume_after_interruption_is_bit_identical(
     assert resumed["history"] == uninterrupted["history"]
 
 
-def test_checkpoints_of_another_run_are_refused_and_fresh_starts_over(tmp_path, synthetic_data):
-    _run("manual", synthetic_data, tmp_path, epochs=1)
+def _interrupted(kind, data, out, monkeypatch, **kwargs):
+    """Run until the first checkpoint, then stop as a kill would."""
+    real_save = RunCheckpoint.save
+
+    def save_then_die(self, epoch, step):
+        real_save(self, epoch, step)
+        raise _Killed
+
+    monkeypatch.setattr(RunCheckpoint, "save", save_then_die)
+    with pytest.raises(_Killed):
+        train_loop(gradients.make_source(kind, seed=5, **kwargs), data, _config(out), verbose=0)
+    monkeypatch.setattr(RunCheckpoint, "save", real_save)
+
+
+def test_checkpoints_of_another_run_are_refused_and_fresh_starts_over(
+    tmp_path, synthetic_data, monkeypatch
+):
+    _interrupted("manual", synthetic_data, tmp_path, monkeypatch)
     with pytest.raises(UsageError, match="holds checkpoints of another run.*seed 5 vs 9"):
         train_loop(
             gradients.make_source("manual", seed=9),
@@ -97,6 +113,9 @@ def test_checkpoints_of_another_run_are_refused_and_fresh_starts_over(tmp_path, 
             _config(tmp_path, seed=9, epochs=1),
             verbose=0,
         )
+    other_optimizer = gradients.make_source("manual", seed=5, optimizer="sgd")
+    with pytest.raises(UsageError, match="optimizer RMSprop vs SGD"):
+        train_loop(other_optimizer, synthetic_data, _config(tmp_path), verbose=0)
     fresh = train_loop(
         gradients.make_source("manual", seed=9),
         synthetic_data,
@@ -104,6 +123,26 @@ def test_checkpoints_of_another_run_are_refused_and_fresh_starts_over(tmp_path, 
         verbose=0,
     )
     assert fresh["seed"] == 9
+
+
+def test_a_finished_run_leaves_no_checkpoints_so_a_rerun_trains_anew(tmp_path, synthetic_data):
+    first = _run("manual", synthetic_data, tmp_path, epochs=1)
+    assert not (tmp_path / "checkpoints").exists()
+    again = _run("manual", synthetic_data, tmp_path, epochs=1)
+    assert again["weights_sha256"] == first["weights_sha256"]
+    assert again["train_seconds"] > 0
+
+
+def test_weights_that_break_after_a_finite_loss_are_never_checkpointed(tmp_path, synthetic_data):
+    # One full-batch step: its loss is finite (computed before the update), but an update
+    # of 1e39 overflows float32, so the weights are Inf when the epoch ends.
+    (x, y), test = synthetic_data
+    source = gradients.make_source("manual", seed=5, optimizer="sgd", learning_rate=1e39)
+    config = _config(tmp_path, epochs=1, batch_size=len(x))
+    with pytest.raises(NonFiniteLoss, match="weights became non-finite by epoch 1, step 1"):
+        train_loop(source, ((x, y), test), config, verbose=0)
+    assert not (tmp_path / "metrics.json").exists()
+    assert tf.train.latest_checkpoint(tmp_path / "checkpoints") is None
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, synthetic_data):
