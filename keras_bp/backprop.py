@@ -159,6 +159,30 @@ def dense_backward(dy, cache):
     return affine_backward(dz, affine_cache)
 
 
+# A stack of dense layers: forward layer by layer, backward in reverse.
+
+
+def network_forward(x, params, activations):
+    """y = f_L(… f_1(x·w1 + b1) …) for params `[w1, b1, w2, b2, …]`; returns `(y, caches)`."""
+    caches = []
+    for i, activation in enumerate(activations):
+        x, cache = dense_forward(x, params[2 * i], params[2 * i + 1], activation)
+        caches.append(cache)
+    return x, caches
+
+
+def network_backward(dy, caches):
+    """Given dy = ∂L/∂y, returns `(dx, [dw1, db1, dw2, db2, …])`.
+
+    Each layer's dx is the dy of the layer before it: that is the whole of backpropagation.
+    """
+    grads = []
+    for cache in reversed(caches):
+        dy, dw, db = dense_backward(dy, cache)
+        grads = [dw, db, *grads]
+    return dy, grads
+
+
 # Losses, Keras conventions: a mean over the batch; each returns `(loss, dy_pred)`.
 
 

@@ -132,11 +132,7 @@ def network_case(widths, activations, loss, batch, dtype, seed=0, margin=1e-3):
     rng = np.random.default_rng(seed)
 
     def forward(x, *weights):
-        caches = []
-        for i, activation in enumerate(activations):
-            x, cache = backprop.dense_forward(x, weights[2 * i], weights[2 * i + 1], activation)
-            caches.append(cache)
-        return x, caches
+        return backprop.network_forward(x, weights, activations)
 
     while True:  # resample until every pre-activation z is clear of the ReLU kink
         params = [_normal(rng, (batch, widths[0]), dtype)]
@@ -156,12 +152,9 @@ def network_case(widths, activations, loss, batch, dtype, seed=0, margin=1e-3):
         else _normal(rng, (batch, widths[-1]), dtype)
     )
     _, dy = backprop.get_loss(loss)(y_true, y_pred)
-    grads = []
-    for cache in reversed(caches):  # backwards: each layer's dx is the dy of the one before
-        dy, dw, db = backprop.dense_backward(dy, cache)
-        grads = [dw, db, *grads]
+    dx, grads = backprop.network_backward(dy, caches)
     name = "-".join(activations) + f" net, {loss}"
-    return Case(name, params, lambda *p: keras_loss(loss, y_true, forward(*p)[0]), [dy, *grads])
+    return Case(name, params, lambda *p: keras_loss(loss, y_true, forward(*p)[0]), [dx, *grads])
 
 
 def manual_dense_case(activation, batch, input_dim, units, dtype, seed=0, margin=1e-3):

@@ -89,19 +89,12 @@ class ManualGradients:
 
     def forward_backward(self, x, y):
         """Return `(loss, logits, grads)`, grads being ∂L/∂(each variable) in order."""
-        h, caches = x, []
-        last = len(self.activations) - 1
-        for i, activation in enumerate(self.activations):
-            w, b = self.variables[2 * i], self.variables[2 * i + 1]
-            # The output layer stays linear here: its softmax is fused with the loss below.
-            h, cache = backprop.dense_forward(h, w, b, "linear" if i == last else activation)
-            caches.append(cache)
-        loss, dz = backprop.softmax_crossentropy(y, h)  # dz = (softmax(h) − y) / N
-        grads = []
-        for cache in reversed(caches):
-            dz, dw, db = backprop.dense_backward(dz, cache)
-            grads = [dw, db, *grads]
-        return loss, h, grads
+        # The output layer stays linear here: its softmax is fused with the loss below.
+        activations = [*self.activations[:-1], "linear"]
+        logits, caches = backprop.network_forward(x, self.variables, activations)
+        loss, dz = backprop.softmax_crossentropy(y, logits)  # dz = (softmax(logits) − y) / N
+        _, grads = backprop.network_backward(dz, caches)  # dx of the input is not needed
+        return loss, logits, grads
 
     def train_step(self, x, y):
         loss, logits, grads = self.forward_backward(x, y)
