@@ -36,6 +36,20 @@ class LoopConfig:
     # differently from fit's, so step-by-step parity with fit holds only without it.
     jit_compile: bool = False
 
+    @classmethod
+    def from_args(cls, args, out):
+        """The config a loop script's parsed `cli.loop_parser` options describe."""
+        return cls(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            out=out,
+            steps_per_call=args.steps_per_call,
+            checkpoint_every=args.checkpoint_every,
+            fresh=args.fresh,
+            jit_compile=args.xla,
+        )
+
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order of the training samples in `epoch`: a function of `(seed, epoch)` only."""

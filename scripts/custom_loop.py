@@ -22,16 +22,7 @@ def main():
     from keras_bp import gradients, loop, recipe, reproducible
 
     settings = reproducible.configure(args.seed, args.deterministic)
-    config = loop.LoopConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        out=out,
-        steps_per_call=args.steps_per_call,
-        checkpoint_every=args.checkpoint_every,
-        fresh=args.fresh,
-        jit_compile=args.xla,
-    )
+    config = loop.LoopConfig.from_args(args, out)
 
     # Data: MNIST, verified, (N, 784) float32 / 255 and one-hot labels.
     data = recipe.mnist_arrays(args.train_samples)
