@@ -17,17 +17,15 @@ import tensorflow as tf
 
 from keras_bp import runs
 from keras_bp.checkpoints import RunCheckpoint
+from keras_bp.cli import TrainConfig
 from keras_bp.data import check_training_data
 from keras_bp.errors import NonFiniteLoss
 
 
 @dataclass
-class LoopConfig:
-    """Settings of the custom loop; the defaults are the seed's recipe."""
+class LoopConfig(TrainConfig):
+    """`TrainConfig` plus the custom loop's own settings; the defaults are the seed's recipe."""
 
-    epochs: int = 5
-    batch_size: int = 128
-    seed: int = 0
     out: Path = Path("runs/custom_loop")
     steps_per_call: int = 52  # 468 full batches of MNIST = 9 calls of 52
     checkpoint_every: int = 100

@@ -10,6 +10,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The metrics.json keys every trainer writes.
+RUN_KEYS = {
+    "trainer",
+    "test_accuracy",
+    "test_loss",
+    "epochs",
+    "batch_size",
+    "seed",
+    "train_samples",
+    "train_seconds",
+    "history",
+    "versions",
+    "weights_sha256",
+}
+
 
 @pytest.fixture(scope="session")
 def mnist():
