@@ -8,7 +8,6 @@ ratios hold on a noisy, shared machine even when the seconds do not.
 """
 
 import math
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -61,12 +60,6 @@ _FLOOR_GRAPHS = {jit: _products_graph(jit) for jit in (False, True)}
 
 def steps_for(epochs, samples, batch_size):
     return epochs * math.ceil(samples / batch_size)
-
-
-def median_seconds(run, repeats):
-    """Run `run()` (returning seconds) `repeats` times; return the median and all times."""
-    times = [run() for _ in range(repeats)]
-    return statistics.median(times), times
 
 
 def time_loop(kind, data, epochs, batch_size, jit_compile, steps_per_call=52):

@@ -30,12 +30,17 @@ def kill_after_backup_of_epoch(monkeypatch, epochs_done):
     monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", on_epoch_end)
 
 
+def train_fit_killed_after_epoch(config, data, monkeypatch, epochs_done):
+    """Run `train_fit` until epoch `epochs_done` is backed up, then stop as a kill would."""
+    with monkeypatch.context() as patch:
+        kill_after_backup_of_epoch(patch, epochs_done)
+        with pytest.raises(Killed):
+            train_fit(config, data, verbose=0)
+
+
 def test_a_rerun_resumes_after_the_last_backed_up_epoch(tmp_path, synthetic_data, monkeypatch):
     config = TrainConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
-    with monkeypatch.context() as patch:
-        kill_after_backup_of_epoch(patch, epochs_done=2)
-        with pytest.raises(Killed):
-            train_fit(config, synthetic_data, verbose=0)
+    train_fit_killed_after_epoch(config, synthetic_data, monkeypatch, epochs_done=2)
     assert not (config.out / "metrics.json").exists()
     killed = json.loads((backup_dir(config.out) / "run.json").read_text())["epochs"]
     assert len(killed) == 2
@@ -51,10 +56,7 @@ def test_another_runs_backup_is_refused_and_fresh_starts_over(
     tmp_path, synthetic_data, monkeypatch
 ):
     config = TrainConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
-    with monkeypatch.context() as patch:
-        kill_after_backup_of_epoch(patch, epochs_done=1)
-        with pytest.raises(Killed):
-            train_fit(config, synthetic_data, verbose=0)
+    train_fit_killed_after_epoch(config, synthetic_data, monkeypatch, epochs_done=1)
 
     other_seed = TrainConfig(epochs=3, batch_size=32, seed=1, out=config.out)
     with pytest.raises(UsageError, match=r"another run \(seed 0 vs 1\); pass --fresh"):
@@ -67,10 +69,7 @@ def test_a_backup_cut_short_by_a_kill_falls_back_to_the_epoch_before(
     tmp_path, synthetic_data, monkeypatch
 ):
     config = TrainConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
-    with monkeypatch.context() as patch:
-        kill_after_backup_of_epoch(patch, epochs_done=2)
-        with pytest.raises(Killed):
-            train_fit(config, synthetic_data, verbose=0)
+    train_fit_killed_after_epoch(config, synthetic_data, monkeypatch, epochs_done=2)
     weights = backup_dir(config.out) / "keras" / "latest.weights.h5"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # killed mid-write
 
