@@ -65,7 +65,7 @@ def positive_float(text):
 def train_parser(description, default_out):
     """A parser with the options every trainer takes.
 
-    --epochs --batch-size --seed --out --train-samples --deterministic --fresh
+    --epochs --batch-size --seed --out --train-samples --deterministic --fused --fresh
     """
     p = Parser(description=description)
     d = TrainConfig()
@@ -92,6 +92,12 @@ def train_parser(description, default_out):
         action="store_true",
         help="bit-identical reruns on one machine: seeded everything, deterministic ops, "
         "fixed threads",
+    )
+    p.add_argument(
+        "--fused",
+        action="store_true",
+        help="update with RMSprop as one fused kernel: the same rule, equal to float rounding, "
+        "much faster without XLA (keras_bp/fused.py)",
     )
     p.add_argument(
         "--fresh",

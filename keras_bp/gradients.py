@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from keras_bp import backprop, optimizers
+from keras_bp.fused import FusedRMSprop
 from keras_bp.model import build_model
 
 
@@ -42,6 +43,7 @@ class TapeGradients:
         self.settings = {
             "optimizer": type(self.optimizer).__name__,
             "learning_rate": float(self.optimizer.learning_rate.numpy()),
+            "fused": isinstance(self.optimizer, FusedRMSprop),
         }
 
     def train_step(self, x, y):
@@ -67,11 +69,12 @@ class ManualGradients:
         model: a Keras model of Dense layers whose weights initialise this trainer (copied).
         optimizer: `"rmsprop"` (Keras's defaults) or `"sgd"`, or an optimizer object.
         learning_rate: overrides the optimizer's default learning rate.
+        fused: RMSprop's update as one fused kernel (`keras_bp.fused`); rmsprop only.
     """
 
     name = "manual"
 
-    def __init__(self, model: keras.Model, optimizer="rmsprop", learning_rate=None):
+    def __init__(self, model: keras.Model, optimizer="rmsprop", learning_rate=None, fused=False):
         self._model = model
         self.activations = [layer.activation.__name__ for layer in model.layers]
         if self.activations[-1] != "softmax":
@@ -79,12 +82,17 @@ class ManualGradients:
         self.variables = [tf.Variable(w, name=f"w{i}") for i, w in enumerate(model.get_weights())]
         if isinstance(optimizer, str):
             kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
+            if fused:
+                if optimizer != "rmsprop":
+                    raise ValueError(f"fused applies to rmsprop only, received {optimizer!r}")
+                kwargs["fused"] = True
             optimizer = optimizers.get(optimizer, **kwargs)
         self.optimizer = optimizer.build(self.variables)
         self.state = list(self.optimizer.variables)
         self.settings = {
             "optimizer": type(self.optimizer).__name__,
             "learning_rate": self.optimizer.learning_rate,
+            "fused": getattr(self.optimizer, "fused", False),
         }
 
     def forward_backward(self, x, y):
@@ -106,7 +114,7 @@ class ManualGradients:
         return self._model
 
 
-def make_source(kind, seed, optimizer="rmsprop", learning_rate=None):
+def make_source(kind, seed, optimizer="rmsprop", learning_rate=None, fused=False):
     """The seed's model initialised under `seed`, wrapped in a gradient source.
 
     The same seed gives the same initial weights to `make train`, the tape loop and the
@@ -115,11 +123,12 @@ def make_source(kind, seed, optimizer="rmsprop", learning_rate=None):
     Args:
         kind: `"tape"` or `"manual"`.
         optimizer, learning_rate: the manual trainer's hand-written optimizer.
+        fused: RMSprop's update as one fused kernel (`keras_bp.fused`), for either kind.
     """
     if kind not in ("tape", "manual"):
         raise ValueError(f"unknown gradient source {kind!r}; supported: ['manual', 'tape']")
     keras.utils.set_random_seed(seed)
-    model = build_model()
+    model = build_model(fused=fused and kind == "tape")
     if kind == "tape":
         return TapeGradients(model)
-    return ManualGradients(model, optimizer, learning_rate)
+    return ManualGradients(model, optimizer, learning_rate, fused)

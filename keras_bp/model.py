@@ -10,13 +10,14 @@ HIDDEN_UNITS = 512
 NUM_CLASSES = 10
 
 
-def build_model(dense=keras.layers.Dense, compile=True, **speed) -> keras.Sequential:
+def build_model(dense=keras.layers.Dense, compile=True, fused=False, **speed) -> keras.Sequential:
     """Build (and by default compile) the seed's two-layer network.
 
     Args:
         dense: the layer class for both layers, `keras.layers.Dense` or a drop-in
             replacement such as `keras_bp.layers.ManualDense`.
         compile: compile with the seed's `rmsprop` / `categorical_crossentropy` / `accuracy`.
+        fused: compile with `keras_bp.fused.FusedRMSprop`, Keras's RMSprop as one kernel.
         **speed: how `fit` executes, not what it computes: `steps_per_execution`,
             `jit_compile`.
     """
@@ -27,11 +28,14 @@ def build_model(dense=keras.layers.Dense, compile=True, **speed) -> keras.Sequen
             dense(NUM_CLASSES, activation="softmax"),
         ]
     )
-    if speed and not compile:
-        raise ValueError(f"speed options {sorted(speed)} need compile=True")
+    if (speed or fused) and not compile:
+        raise ValueError(f"speed options {sorted(speed) + ['fused'] * fused} need compile=True")
     if compile:
+        from keras_bp.fused import FusedRMSprop
+
+        optimizer = FusedRMSprop() if fused else "rmsprop"
         model.compile(
-            optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"], **speed
+            optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"], **speed
         )
     return model
 

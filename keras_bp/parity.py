@@ -24,13 +24,16 @@ def _trained_weights(source, x, y, indices, steps_per_call, jit_compile):
     return source.model().get_weights()
 
 
-def train_in_lockstep(x, y, steps, batch_size=128, seed=0, steps_per_call=52, jit_compile=False):
+def train_in_lockstep(
+    x, y, steps, batch_size=128, seed=0, steps_per_call=52, jit_compile=False, fused=False
+):
     """Return `{trainer: weights}` after `steps` identical updates, plus the initial weights.
 
     `jit_compile` compiles all three with XLA (`fit` with `jit_compile=True`), or none: the
     trainers are compared on the same kernels. Across kernels (XLA's matmul vs oneDNN's) the
     last bits of a pre-activation differ, a ReLU at its kink can flip, and RMSprop's
     `g/√(v + ε)` magnifies the gradient of a weight whose `v` is still tiny (a border pixel).
+    `fused` gives all three the fused RMSprop kernel (`keras_bp.fused`).
     """
     if steps * batch_size > len(x):
         raise ValueError(f"steps * batch_size = {steps * batch_size} exceeds the {len(x)} samples")
@@ -44,16 +47,16 @@ def train_in_lockstep(x, y, steps, batch_size=128, seed=0, steps_per_call=52, ji
         model.set_weights(initial)
         return model
 
-    fit_model = fresh_model(jit_compile=jit_compile)
+    fit_model = fresh_model(jit_compile=jit_compile, fused=fused)
     fit_model.fit(x[order], y[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     return {
         "initial": initial,
         "fit": fit_model.get_weights(),
         "tape": _trained_weights(
-            TapeGradients(fresh_model()), x, y, indices, steps_per_call, jit_compile
+            TapeGradients(fresh_model(fused=fused)), x, y, indices, steps_per_call, jit_compile
         ),
         "manual": _trained_weights(
-            ManualGradients(fresh_model()), x, y, indices, steps_per_call, jit_compile
+            ManualGradients(fresh_model(), fused=fused), x, y, indices, steps_per_call, jit_compile
         ),
     }
 

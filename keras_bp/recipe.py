@@ -52,8 +52,8 @@ def train_fit(
         extra_metrics: more entries for `metrics.json`, such as `{"deterministic": True}`.
         learning_rate: replaces rmsprop's default 1e-3 (a float or a schedule); the seed's
             recipe leaves it alone.
-        speed: compile options that change how fit executes, not what it computes
-            (`steps_per_execution`, `jit_compile`); by default Keras's own.
+        speed: options that change how fit executes, not what it computes
+            (`steps_per_execution`, `jit_compile`, `fused`); by default Keras's own.
 
     Raises:
         NonFiniteLoss: the loss or the weights became NaN or Inf; nothing was saved.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 
+import keras_bp.fused  # noqa: F401  registers FusedRMSprop (a model saved with --fused)
 import keras_bp.layers  # noqa: F401  registers ManualDense, so safe mode can rebuild it
 
 # Keras's refusals in safe mode all tell the user how to turn it off.

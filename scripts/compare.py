@@ -1,6 +1,6 @@
 """Train the seed's model three ways with one seed, and tabulate how they compare.
 
-    python scripts/compare.py [--epochs 5] [--seed 0] [--out runs/compare]
+    python scripts/compare.py [--epochs 5] [--seed 0] [--fused] [--out runs/compare]
 
 The three trainers: `model.fit` (the recipe `make train` runs), the `tf.GradientTape` loop and
 the hand-written-gradient loop. All start from the same initial weights. Each writes its run
@@ -33,6 +33,7 @@ def main():
         verbose=2,
         fresh=args.fresh,
         extra_metrics=settings,
+        speed={"fused": True} if args.fused else None,
     )
     results.append(fit_metrics)
     for kind in ["tape", "manual"]:
@@ -43,7 +44,7 @@ def main():
             out=out / kind,
             fresh=args.fresh,
         )
-        source = gradients.make_source(kind, args.seed)
+        source = gradients.make_source(kind, args.seed, fused=args.fused)
         results.append(loop.train_loop(source, data, config, verbose=2, extra_metrics=settings))
 
     # Report.

@@ -28,7 +28,7 @@ def main():
     data = recipe.mnist_arrays(args.train_samples)
 
     # Model: Dense(512, relu) -> Dense(10, softmax); gradients from tf.GradientTape.
-    source = gradients.make_source("tape", args.seed)
+    source = gradients.make_source("tape", args.seed, fused=args.fused)
 
     # Train: per-epoch shuffle from (seed, epoch), compiled steps, checkpoints.
     metrics = loop.train_loop(source, data, config, extra_metrics=settings)

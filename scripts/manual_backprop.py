@@ -32,6 +32,8 @@ def main():
         help="default: 1e-3 for rmsprop (Keras's), 0.01 for sgd",
     )
     args = parser.parse_args()
+    if args.fused and args.optimizer != "rmsprop":
+        parser.error("--fused applies to --optimizer rmsprop only")
     out = cli.check_out_dir(args.out)  # before the slow imports: bad input fails fast
     from keras_bp import gradients, loop, recipe, reproducible
 
@@ -42,7 +44,9 @@ def main():
     data = recipe.mnist_arrays(args.train_samples)
 
     # Model: the seed's initial weights for this seed, copied into plain variables.
-    source = gradients.make_source("manual", args.seed, args.optimizer, args.learning_rate)
+    source = gradients.make_source(
+        "manual", args.seed, args.optimizer, args.learning_rate, args.fused
+    )
 
     # Train: the same loop as the tape trainer, with hand-written gradients.
     metrics = loop.train_loop(

@@ -1,6 +1,7 @@
 """Do `model.fit`, the GradientTape loop and the hand-written loop agree step by step?
 
     python scripts/parity.py [--steps 100] [--batch-size 128] [--seed 0] [--tolerance 1e-4]
+                             [--xla] [--fused]
 
 All three trainers start from the same initial weights and take the same `--steps` batches of
 real MNIST in the same order. The table gives the largest absolute weight difference for each
@@ -24,6 +25,9 @@ def main():
     parser.add_argument(
         "--xla", action="store_true", help="all three with XLA (default: all three without)"
     )
+    parser.add_argument(
+        "--fused", action="store_true", help="all three with the fused RMSprop kernel"
+    )
     args = parser.parse_args()
     from keras_bp import parity, recipe
 
@@ -37,14 +41,15 @@ def main():
 
     # Train the three in lockstep.
     weights = parity.train_in_lockstep(
-        x, y, args.steps, args.batch_size, args.seed, jit_compile=args.xla
+        x, y, args.steps, args.batch_size, args.seed, jit_compile=args.xla, fused=args.fused
     )
     rows, moved = parity.parity_table(weights)
 
     # Report.
     print(
         f"after {args.steps} steps of batch {args.batch_size} (seed {args.seed}), loops "
-        f"{'with' if args.xla else 'without'} XLA; training moved the weights by up to {moved:.3g}"
+        f"{'with' if args.xla else 'without'} XLA, {'fused' if args.fused else 'unfused'} "
+        f"RMSprop; training moved the weights by up to {moved:.3g}"
     )
     print("| pair | max abs weight difference |\n|---|---|")
     for pair, diff in rows:

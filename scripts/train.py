@@ -2,6 +2,7 @@
 
     python scripts/train.py [--epochs 5] [--batch-size 128] [--seed 0] [--out runs/fit]
                             [--train-samples N] [--deterministic] [--fresh]
+                            [--steps-per-execution N] [--xla] [--fused]
 
 It prints Keras's progress bar, then `test accuracy: 0.xxxx`, and writes `metrics.json` and
 `model.keras` into `--out`. Expect a test accuracy of about 0.978 after 5 epochs.
@@ -33,6 +34,8 @@ def main():
     )
     args = parser.parse_args()
     speed = {"jit_compile": True} if args.xla else {}
+    if args.fused:
+        speed["fused"] = True
     if args.steps_per_execution:
         speed["steps_per_execution"] = args.steps_per_execution
     out = cli.check_out_dir(args.out)  # before the slow imports: bad input fails fast

@@ -217,21 +217,24 @@ def test_seed_recipe_reaches_published_accuracy(tmp_path):
 
 
 def test_fit_speed_settings_keep_the_recipes_updates(tmp_path, synthetic_data):
-    """steps_per_execution and XLA change how fit runs, not what it computes."""
-    stock, fast = (
-        train_fit(TrainConfig(1, 32, 0, tmp_path / name), synthetic_data, verbose=0, speed=speed)[
-            0
-        ].get_weights()
-        for name, speed in [
-            ("stock", None),
-            ("fast", {"steps_per_execution": 4, "jit_compile": True}),
-        ]
-    )
+    """steps_per_execution, XLA and the fused RMSprop change how fit runs, not what it computes."""
+    settings = {
+        "stock": None,
+        "xla": {"steps_per_execution": 4, "jit_compile": True},
+        "fused": {"steps_per_execution": 4, "fused": True},
+    }
+    weights = {
+        name: train_fit(
+            TrainConfig(1, 32, 0, tmp_path / name), synthetic_data, verbose=0, speed=speed
+        )[0].get_weights()
+        for name, speed in settings.items()
+    }
     keras.utils.set_random_seed(0)
     initial = build_model().get_weights()
     fast_model = build_model(steps_per_execution=4, jit_compile=True)
     assert fast_model.jit_compile is True and fast_model.steps_per_execution == 4
-    moved = max(np.max(np.abs(a - b)) for a, b in zip(stock, initial, strict=True))
+    moved = max(np.max(np.abs(a - b)) for a, b in zip(weights["stock"], initial, strict=True))
     assert moved > 1e-3  # 8 RMSprop steps really moved the weights
-    for a, b in zip(stock, fast, strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    for name in ["xla", "fused"]:
+        for a, b in zip(weights["stock"], weights[name], strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5, err_msg=name)

@@ -26,9 +26,9 @@ def saved_manual_dense(tmp_path, data):
     return model
 
 
-def saved_by_train_loop(kind):
+def saved_by_train_loop(kind, fused=False):
     def save(tmp_path, data):
-        source = gradients.make_source(kind, seed=1)
+        source = gradients.make_source(kind, seed=1, fused=fused)
         config = loop.LoopConfig(epochs=1, batch_size=64, out=tmp_path)
         loop.train_loop(source, data, config, verbose=0)
         return source.model()
@@ -43,8 +43,9 @@ def saved_by_train_loop(kind):
         saved_manual_dense,
         saved_by_train_loop("tape"),
         saved_by_train_loop("manual"),
+        saved_by_train_loop("tape", fused=True),  # compiled with keras_bp's FusedRMSprop
     ],
-    ids=["train_fit", "ManualDense", "train_loop-tape", "train_loop-manual"],
+    ids=["train_fit", "ManualDense", "train_loop-tape", "train_loop-manual", "train_loop-tape-fused"],
 )
 def test_every_saved_model_loads_back_with_identical_predictions(save, tmp_path, synthetic_data):
     model = save(tmp_path, synthetic_data)
