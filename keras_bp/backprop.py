@@ -43,12 +43,16 @@ def affine_forward(x, w, b):
     return z, (x, w)
 
 
-def affine_backward(dz, cache):
-    """dx = dz·wᵀ, dw = xᵀ·dz, db = Σ_n dz, returning `(dx, dw, db)`."""
+def affine_backward(dz, cache, input_grad=True):
+    """dx = dz·wᵀ, dw = xᵀ·dz, db = Σ_n dz, returning `(dx, dw, db)`.
+
+    With `input_grad=False`, dx is `None`: the first layer's dx (∂L/∂ of the data) is not
+    needed for training, and skipping it saves a quarter of the step's matrix work.
+    """
     x, w = cache
     dz, _ = _as_tensors(dz=dz, x=x)
     _check_shape("dz", dz, [x.shape[0], w.shape[1]])
-    dx = tf.matmul(dz, w, transpose_b=True)  # (N, D)
+    dx = tf.matmul(dz, w, transpose_b=True) if input_grad else None  # (N, D)
     dw = tf.matmul(x, dz, transpose_a=True)  # (D, M)
     db = tf.reduce_sum(dz, axis=0)  # (M,)
     return dx, dw, db
@@ -67,7 +71,7 @@ def linear_backward(da, cache):
 
 def relu_forward(z):
     """a = max(0, z)."""
-    return tf.maximum(z, tf.zeros_like(z)), z
+    return tf.maximum(z, 0.0), z
 
 
 def relu_backward(da, z):
@@ -152,11 +156,11 @@ def dense_forward(x, w, b, activation="linear"):
     return y, (affine_cache, activation_cache)
 
 
-def dense_backward(dy, cache):
+def dense_backward(dy, cache, input_grad=True):
     """Given dy = ∂L/∂y: (N, M), returns `(dx, dw, db)` with the shapes of x, w, b."""
     affine_cache, activation_cache = cache
     dz = activation_backward(dy, activation_cache)
-    return affine_backward(dz, affine_cache)
+    return affine_backward(dz, affine_cache, input_grad)
 
 
 # A stack of dense layers: forward layer by layer, backward in reverse.
@@ -171,14 +175,15 @@ def network_forward(x, params, activations):
     return x, caches
 
 
-def network_backward(dy, caches):
+def network_backward(dy, caches, input_grad=True):
     """Given dy = ∂L/∂y, returns `(dx, [dw1, db1, dw2, db2, …])`.
 
     Each layer's dx is the dy of the layer before it: that is the whole of backpropagation.
+    `input_grad=False` skips the first layer's dx (returned as `None`), which training never uses.
     """
     grads = []
-    for cache in reversed(caches):
-        dy, dw, db = dense_backward(dy, cache)
+    for i in reversed(range(len(caches))):
+        dy, dw, db = dense_backward(dy, caches[i], input_grad or i > 0)
         grads = [dw, db, *grads]
     return dy, grads
 

@@ -62,7 +62,7 @@ def steps_for(epochs, samples, batch_size):
     return epochs * math.ceil(samples / batch_size)
 
 
-def time_loop(kind, data, epochs, batch_size, jit_compile, steps_per_call=52):
+def time_loop(kind, data, epochs, batch_size, jit_compile=False, fused=False, steps_per_call=52):
     """Training seconds of the custom loop (`kind`: "tape" or "manual"), compile included."""
     from keras_bp.gradients import make_source
     from keras_bp.loop import LoopConfig, train_loop
@@ -76,7 +76,8 @@ def time_loop(kind, data, epochs, batch_size, jit_compile, steps_per_call=52):
             checkpoint_every=0,
             jit_compile=jit_compile,
         )
-        metrics = train_loop(make_source(kind, seed=0), data, config, verbose=0)
+        source = make_source(kind, seed=0, fused=fused)
+        metrics = train_loop(source, data, config, verbose=0)
     return metrics["train_seconds"], metrics["test_accuracy"]
 
 
@@ -94,14 +95,21 @@ def time_fit(data, epochs, speed=None):
 def trainers(data, epochs):
     """`{name: run}` for each trainer; `run()` returns `(training seconds, test accuracy)`.
 
-    First each trainer as it ships, then the settings that were tried against it.
+    Each trainer as it ships, then with `--fused` (the fastest settings that keep its updates),
+    then with XLA, which was tried and is slower for fit.
     """
-    fast_fit = {"steps_per_execution": 32, "jit_compile": True}
     return {
         "fit: make train (the recipe as is)": lambda: time_fit(data, epochs),
-        "tape loop: make custom-loop": lambda: time_loop("tape", data, epochs, 128, False),
-        "manual loop: make manual": lambda: time_loop("manual", data, epochs, 128, False),
-        "fit: --steps-per-execution 32 --xla": lambda: time_fit(data, epochs, fast_fit),
-        "tape loop: --xla": lambda: time_loop("tape", data, epochs, 128, True),
-        "manual loop: --xla": lambda: time_loop("manual", data, epochs, 128, True),
+        "tape loop: make custom-loop": lambda: time_loop("tape", data, epochs, 128),
+        "manual loop: make manual": lambda: time_loop("manual", data, epochs, 128),
+        "fit: --steps-per-execution 32 --fused": lambda: time_fit(
+            data, epochs, {"steps_per_execution": 32, "fused": True}
+        ),
+        "tape loop: --fused": lambda: time_loop("tape", data, epochs, 128, fused=True),
+        "manual loop: --fused": lambda: time_loop("manual", data, epochs, 128, fused=True),
+        "fit: --steps-per-execution 32 --xla": lambda: time_fit(
+            data, epochs, {"steps_per_execution": 32, "jit_compile": True}
+        ),
+        "tape loop: --xla": lambda: time_loop("tape", data, epochs, 128, jit_compile=True),
+        "manual loop: --xla": lambda: time_loop("manual", data, epochs, 128, jit_compile=True),
     }

@@ -101,7 +101,7 @@ class ManualGradients:
         activations = [*self.activations[:-1], "linear"]
         logits, caches = backprop.network_forward(x, self.variables, activations)
         loss, dz = backprop.softmax_crossentropy(y, logits)  # dz = (softmax(logits) − y) / N
-        _, grads = backprop.network_backward(dz, caches)  # dx of the input is not needed
+        _, grads = backprop.network_backward(dz, caches, input_grad=False)
         return loss, logits, grads
 
     def train_step(self, x, y):

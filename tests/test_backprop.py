@@ -228,3 +228,15 @@ def test_dtype_mismatch_is_rejected():
         backprop.categorical_crossentropy(np.ones((2, 2), "float32"), np.ones((2, 2)))
     with pytest.raises(ValueError, match=r"expected floating tensors.*'x': 'int64'"):
         backprop.dense_forward(np.ones((2, 3), "int64"), np.ones((3, 2)), np.ones(2))
+
+
+def test_network_backward_can_skip_the_inputs_gradient():
+    rng = np.random.default_rng(5)
+    params = [rng.normal(size=s) for s in [(6, 4), (4,), (4, 3), (3,)]]
+    x, dy = rng.normal(size=(5, 6)), rng.normal(size=(5, 3))
+    _, caches = backprop.network_forward(x, params, ["relu", "linear"])
+    dx, grads = backprop.network_backward(dy, caches)
+    none, same = backprop.network_backward(dy, caches, input_grad=False)
+    assert dx is not None and none is None
+    for a, b in zip(grads, same, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # the same ops: bit for bit
