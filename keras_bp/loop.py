@@ -73,27 +73,51 @@ def epoch_chunks(perm: np.ndarray, batch_size: int, start_step: int, steps_per_c
 class CompiledSteps:
     """`run(x, y, indices)`: steps `source.train_step` over the batches `x[indices[i]]`, in-graph.
 
-    Traced once: every shape is left open in the signature, so full and partial chunks share
-    one graph. `traces` counts the Python traces. The loop is an explicit `tf.while_loop` and
-    autograph is off: converting the hand-written backprop functions would cost more than a
-    second of tracing and buys nothing, as they have no Python control flow on tensors.
+    Without XLA, traced once: every shape is left open in the signature, so full and partial
+    chunks share one graph. `traces` counts the Python traces. The loop is an explicit
+    `tf.while_loop` and autograph is off: converting the hand-written backprop functions would
+    cost more than a second of tracing and buys nothing, as they have no Python control flow
+    on tensors.
+
+    With `jit_compile`, XLA compiles once per input shape, about a second each. So chunks of
+    full batches are padded to `chunk_shape = (steps_per_call, batch_size)` and run by one XLA
+    graph with the step count as an argument, and any other chunk (the epoch's final partial
+    batch, one step) runs in the graph without XLA: one compile per run, two traces.
     """
 
-    def __init__(self, source, num_features, num_classes, jit_compile=False):
+    def __init__(self, source, num_features, num_classes, jit_compile=False, chunk_shape=None):
+        if jit_compile and chunk_shape is None:
+            raise ValueError("jit_compile needs chunk_shape=(steps_per_call, batch_size)")
         self.source = source
         self.traces = 0
+        self.chunk_shape = tuple(chunk_shape) if jit_compile else None
         signature = [
             tf.TensorSpec([None, num_features], tf.float32),
             tf.TensorSpec([None, num_classes], tf.float32),
             tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([], tf.int32),
         ]
-        self.run = tf.function(
-            self._run, input_signature=signature, jit_compile=jit_compile, autograph=False
-        )
+        self.graph = tf.function(self._run, input_signature=signature, autograph=False)
+        self.xla_graph = None
+        if jit_compile:
+            self.xla_graph = tf.function(
+                self._run, input_signature=signature, jit_compile=True, autograph=False
+            )
 
-    def _run(self, x, y, indices):
+    def run(self, x, y, indices):
+        """`(losses, correct)` of each step, for `indices` of shape `(steps, batch)`."""
+        indices = np.asarray(indices, np.int32)
+        steps, batch = indices.shape
+        if self.xla_graph is None or batch != self.chunk_shape[1]:
+            return self.graph(x, y, indices, steps)
+        padded = np.zeros(self.chunk_shape, np.int32)
+        padded[:steps] = indices
+        losses, correct = self.xla_graph(x, y, padded, steps)
+        return losses[:steps], correct[:steps]
+
+    def _run(self, x, y, indices, steps):
         self.traces += 1
-        steps = tf.shape(indices)[0]
+        size = tf.shape(indices)[0]  # static under XLA: the padded chunk's row count
 
         def step(i, losses, correct):
             loss, hits = self.source.train_step(tf.gather(x, indices[i]), tf.gather(y, indices[i]))
@@ -102,7 +126,7 @@ class CompiledSteps:
         _, losses, correct = tf.while_loop(
             lambda i, *_: i < steps,
             step,
-            (0, tf.TensorArray(tf.float32, size=steps), tf.TensorArray(tf.int32, size=steps)),
+            (0, tf.TensorArray(tf.float32, size=size), tf.TensorArray(tf.int32, size=size)),
         )
         return losses.stack(), correct.stack()
 
@@ -114,7 +138,13 @@ def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
     n = len(x_train)
     steps_per_epoch = math.ceil(n / config.batch_size)
     x, y = tf.constant(x_train), tf.constant(y_train)
-    steps = CompiledSteps(source, x.shape[1], y.shape[1], config.jit_compile)
+    steps = CompiledSteps(
+        source,
+        x.shape[1],
+        y.shape[1],
+        config.jit_compile,
+        chunk_shape=(config.steps_per_call, config.batch_size),
+    )
     identity = {"trainer": source.name, "samples": n, **source.settings}
     ckpt = RunCheckpoint(config, source, identity=identity)
     epoch, step = ckpt.restore_or_start(fresh=config.fresh)
@@ -131,7 +161,7 @@ def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
             print(f"Epoch {epoch + 1}/{config.epochs}")
         start = time.perf_counter()
         for first, indices in epoch_chunks(perm, config.batch_size, step, config.steps_per_call):
-            losses, correct = (t.numpy() for t in steps.run(x, y, tf.constant(indices)))
+            losses, correct = (t.numpy() for t in steps.run(x, y, indices))
             bad = np.flatnonzero(~np.isfinite(losses))
             if bad.size:
                 raise NonFiniteLoss(

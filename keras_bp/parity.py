@@ -17,10 +17,13 @@ from keras_bp.model import build_model
 
 
 def _trained_weights(source, x, y, indices, steps_per_call, jit_compile):
-    steps = CompiledSteps(source, x.shape[1], y.shape[1], jit_compile)
+    batch_size = indices.shape[1]
+    steps = CompiledSteps(
+        source, x.shape[1], y.shape[1], jit_compile, chunk_shape=(steps_per_call, batch_size)
+    )
     x, y = tf.constant(x), tf.constant(y)
-    for _, chunk in epoch_chunks(indices.ravel(), indices.shape[1], 0, steps_per_call):
-        steps.run(x, y, tf.constant(chunk))
+    for _, chunk in epoch_chunks(indices.ravel(), batch_size, 0, steps_per_call):
+        steps.run(x, y, chunk)
     return source.model().get_weights()
 
 

@@ -32,12 +32,24 @@ def test_chunks_cover_every_sample_once_with_a_final_partial_batch():
     )
 
 
-@pytest.mark.parametrize("kind", ["tape", "manual"])
-def test_loop_traces_at_most_twice_and_writes_the_fit_keys(kind, tmp_path, synthetic_data):
+@pytest.mark.parametrize(
+    "kind, jit_compile, traces",
+    [
+        ("tape", False, 1),  # full and partial chunks share one trace
+        ("manual", False, 1),
+        ("manual", True, 2),  # one XLA graph for padded full chunks, one for the partial batch
+    ],
+)
+def test_loop_traces_at_most_twice_and_writes_the_fit_keys(
+    kind, jit_compile, traces, tmp_path, synthetic_data
+):
     source = gradients.make_source(kind, seed=1)
-    config = LoopConfig(epochs=2, batch_size=48, seed=1, out=tmp_path, steps_per_call=2)
-    metrics = train_loop(source, synthetic_data, config, verbose=0)  # 256 = 5·48 + 16
-    assert metrics["traces"] == 1  # full and partial chunks share one trace
+    config = LoopConfig(
+        epochs=2, batch_size=48, seed=1, out=tmp_path, steps_per_call=2, jit_compile=jit_compile
+    )
+    # 256 = 5·48 + 16: chunks of 2, 2 and 1 full batches (the 1 padded to 2), then 16 alone.
+    metrics = train_loop(source, synthetic_data, config, verbose=0)
+    assert metrics["traces"] == traces
     assert metrics["trainer"] == kind
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert RUN_KEYS <= set(on_disk)
@@ -57,7 +69,7 @@ def test_fast_parity_of_the_three_trainers_on_synthetic_data(synthetic_data):
 
 def _op_list(source):
     """Every op in the compiled step's graph, the while-loop body included, by type."""
-    graph_def = CompiledSteps(source, 784, 10).run.get_concrete_function().graph.as_graph_def()
+    graph_def = CompiledSteps(source, 784, 10).graph.get_concrete_function().graph.as_graph_def()
     nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
     return [node.op for node in nodes]
 
