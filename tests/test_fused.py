@@ -43,6 +43,7 @@ def test_fused_keras_rmsprop_matches_kerass_for_100_steps(momentum):
         a, b = keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
         assert np.max(np.abs(a - w)) > 1e-2  # the weights moved far beyond the tolerance
+
     # The optimizer state is Keras's too: same variables, same values to rounding.
     def kinds(opt):  # velocity, momentum, ... with shapes (names carry per-variable counters)
         return [(v.name.rsplit("_", 1)[-1], tuple(v.shape)) for v in opt.variables]
@@ -68,7 +69,10 @@ def test_hand_written_fused_rmsprop_matches_its_two_op_reference():
 
 def test_fused_rmsprop_keeps_kerass_config_and_refuses_centered():
     config = FusedRMSprop(learning_rate=0.01, momentum=0.5, name="opt").get_config()
-    assert config == keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.5, name="opt").get_config()
+    assert (
+        config
+        == keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.5, name="opt").get_config()
+    )
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(FusedRMSprop()))
     assert type(restored) is FusedRMSprop
     with pytest.raises(ValueError, match="does not support centered=True"):
@@ -103,7 +107,7 @@ def test_fused_needs_rmsprop(tmp_path):
         "scripts/manual_backprop.py", "--optimizer", "sgd", "--fused", "--out", str(tmp_path)
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].endswith(
-        "--fused applies to --optimizer rmsprop only"
+    assert (
+        proc.stderr.strip().splitlines()[-1].endswith("--fused applies to --optimizer rmsprop only")
     )
     assert not any(tmp_path.iterdir())

@@ -45,7 +45,13 @@ def saved_by_train_loop(kind, fused=False):
         saved_by_train_loop("manual"),
         saved_by_train_loop("tape", fused=True),  # compiled with keras_bp's FusedRMSprop
     ],
-    ids=["train_fit", "ManualDense", "train_loop-tape", "train_loop-manual", "train_loop-tape-fused"],
+    ids=[
+        "train_fit",
+        "ManualDense",
+        "train_loop-tape",
+        "train_loop-manual",
+        "train_loop-tape-fused",
+    ],
 )
 def test_every_saved_model_loads_back_with_identical_predictions(save, tmp_path, synthetic_data):
     model = save(tmp_path, synthetic_data)
