@@ -32,8 +32,9 @@ def _config(out, **kwargs):
     )
 
 
-def _run(kind, data, out, **kwargs):
-    return train_loop(gradients.make_source(kind, seed=5), data, _config(out, **kwargs), verbose=0)
+def _run(kind, data, out, fused=False, **kwargs):
+    source = gradients.make_source(kind, seed=5, fused=fused)
+    return train_loop(source, data, _config(out, **kwargs), verbose=0)
 
 
 @pytest.mark.parametrize("kind", ["tape", "manual"])
@@ -60,13 +61,21 @@ class _Killed(BaseException):
 # 11 steps an epoch; without XLA, saves at steps 6 and 10, then at the epoch end: save 1 is
 # mid-epoch 1, save 4 mid-epoch 2. With XLA (chunks of 5), save 2 is at step 10 of epoch 1.
 @pytest.mark.parametrize(
-    "kind, saves_before_kill, xla", [("tape", 4, False), ("manual", 1, False), ("manual", 2, True)]
+    "kind, saves_before_kill, xla, fused",
+    [
+        ("tape", 4, False, False),
+        ("manual", 1, False, False),
+        ("manual", 2, True, False),
+        ("tape", 1, False, True),  # the fused kernel's scratch buffer is not state to save
+    ],
 )
 def test_resume_after_interruption_is_bit_identical(
-    kind, saves_before_kill, xla, tmp_path, synthetic_data, monkeypatch
+    kind, saves_before_kill, xla, fused, tmp_path, synthetic_data, monkeypatch
 ):
-    # With XLA, chunks of 5 divide the 10 full steps: two compiled shapes, (5, 24) and (1, 16).
+    # With XLA, chunks of 5 divide the 10 full steps: one XLA shape (5, 24); the partial
+    # batch (1, 16) runs on the graph without XLA.
     options = {"jit_compile": True, "steps_per_call": 5, "checkpoint_every": 5} if xla else {}
+    options["fused"] = fused
     uninterrupted = _run(kind, synthetic_data, tmp_path / "whole", **options)
 
     real_save, saves = RunCheckpoint.save, []
