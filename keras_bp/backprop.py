@@ -70,13 +70,15 @@ def linear_backward(da, cache):
 
 
 def relu_forward(z):
-    """a = max(0, z)."""
-    return tf.maximum(z, 0.0), z
+    """a = max(0, z). The cache is `a`: a > 0 exactly where z > 0, and z is then used by
+    nothing else, so TensorFlow can fuse the matmul, bias add and max into one kernel."""
+    a = tf.nn.relu(z)
+    return a, a
 
 
-def relu_backward(da, z):
-    """dz = da · 1[z > 0]; the kink at 0 gets gradient 0, as `tf.nn.relu` gives."""
-    return da * tf.cast(z > 0, da.dtype)
+def relu_backward(da, a):
+    """dz = da · 1[z > 0] = da · 1[a > 0]; the kink at 0 gets gradient 0, as `tf.nn.relu` gives."""
+    return da * tf.cast(a > 0, da.dtype)
 
 
 def sigmoid_forward(z):

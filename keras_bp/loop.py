@@ -193,6 +193,11 @@ def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
         "train_seconds": round(train_seconds, 3),
         "history": ckpt.history(),
         "traces": steps.traces,
+        "speed": {
+            "steps_per_call": config.steps_per_call,
+            "jit_compile": config.jit_compile,
+            "fused": source.settings["fused"],
+        },
         **(extra_metrics or {}),
     }
     metrics = runs.save_run(config.out, model, metrics)

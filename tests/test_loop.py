@@ -50,6 +50,7 @@ def test_loop_traces_at_most_twice_and_writes_the_fit_keys(
     # 256 = 5·48 + 16: chunks of 2, 2 and 1 full batches (the 1 padded to 2), then 16 alone.
     metrics = train_loop(source, synthetic_data, config, verbose=0)
     assert metrics["traces"] == traces
+    assert metrics["speed"] == {"steps_per_call": 2, "jit_compile": jit_compile, "fused": False}
     assert metrics["trainer"] == kind
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert RUN_KEYS <= set(on_disk)
