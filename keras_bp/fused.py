@@ -18,6 +18,11 @@ import keras
 import tensorflow as tf
 
 
+def scratch_like(variables):
+    """Zeroed buffers for the kernel's `mom` output when there is no momentum to keep."""
+    return [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in variables]
+
+
 def apply_rmsprop(variable, velocity, momentum_buffer, grad, lr, rho, momentum, epsilon):
     """One fused RMSprop update of `variable` in place (all three are `tf.Variable`s)."""
     dtype = variable.dtype
@@ -40,7 +45,8 @@ class FusedRMSprop(keras.optimizers.RMSprop):
     A drop-in for `fit` and the tape loop: the same arguments, variables and config as
     Keras's RMSprop, so checkpoints and saved models carry the same optimizer state. Without
     momentum the kernel still needs a buffer for `lr·g/√(ms + ε)`; it is scratch, rewritten
-    every step, and is not part of the optimizer's saved state.
+    every step, and not among the optimizer's `variables`, so neither Keras's saved model nor
+    keras_bp's checkpoints carry it.
     """
 
     def __init__(self, *args, centered=False, **kwargs):
@@ -55,15 +61,13 @@ class FusedRMSprop(keras.optimizers.RMSprop):
         if self.momentum > 0:
             self._buffers = [m.value for m in self._momentums]
         else:
-            self._buffers = [
-                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="rmsprop_scratch")
-                for v in var_list
-            ]
+            self._buffers = scratch_like(var_list)
 
     def update_step(self, gradient, variable, learning_rate):
+        # On TensorFlow, Keras passes the underlying `tf.Variable` here.
         i = self._get_variable_index(variable)
         apply_rmsprop(
-            variable.value if isinstance(variable, keras.Variable) else variable,
+            variable,
             self._velocities[i].value,
             self._buffers[i],
             gradient,

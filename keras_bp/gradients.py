@@ -4,6 +4,8 @@ Both expose the same small interface, so `keras_bp.loop` is written once:
 
 - `variables`: the trainable weights, in `model.get_weights()` order;
 - `state`: every other variable a resume needs (the optimizer's);
+- `settings`: what a checkpoint must have been made with to be resumed (optimizer, learning
+  rate, `fused`);
 - `train_step(x, y) -> (loss, correct)`: one update on a batch, `x: (B, 784)`, `y: (B, 10)`;
 - `model()`: a Keras model holding the current weights, for evaluation and saving.
 """
@@ -80,13 +82,11 @@ class ManualGradients:
         if self.activations[-1] != "softmax":
             raise ValueError(f"expected a softmax output layer, received {self.activations[-1]!r}")
         self.variables = [tf.Variable(w, name=f"w{i}") for i, w in enumerate(model.get_weights())]
+        if fused and optimizer != "rmsprop":
+            raise ValueError(f"fused applies to 'rmsprop' only, received {optimizer!r}")
         if isinstance(optimizer, str):
             kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
-            if fused:
-                if optimizer != "rmsprop":
-                    raise ValueError(f"fused applies to rmsprop only, received {optimizer!r}")
-                kwargs["fused"] = True
-            optimizer = optimizers.get(optimizer, **kwargs)
+            optimizer = optimizers.get(optimizer, **kwargs, **({"fused": True} if fused else {}))
         self.optimizer = optimizer.build(self.variables)
         self.state = list(self.optimizer.variables)
         self.settings = {

@@ -24,7 +24,10 @@ from keras_bp.errors import NonFiniteLoss
 
 @dataclass
 class LoopConfig(TrainConfig):
-    """`TrainConfig` plus the custom loop's own settings; the defaults are the seed's recipe."""
+    """`TrainConfig` plus the custom loop's own settings; the defaults are the seed's recipe.
+
+    `--fused` is not here: it picks the gradient source's optimizer (`make_source(fused=...)`).
+    """
 
     out: Path = Path("runs/custom_loop")
     steps_per_call: int = 52  # 468 full batches of MNIST = 9 calls of 52
@@ -110,6 +113,8 @@ class CompiledSteps:
         steps, batch = indices.shape
         if self.xla_graph is None or batch != self.chunk_shape[1]:
             return self.graph(x, y, indices, steps)
+        if steps > self.chunk_shape[0]:
+            raise ValueError(f"a chunk of {steps} steps exceeds chunk_shape {self.chunk_shape}")
         padded = np.zeros(self.chunk_shape, np.int32)
         padded[:steps] = indices
         losses, correct = self.xla_graph(x, y, padded, steps)
@@ -196,7 +201,7 @@ def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
         "speed": {
             "steps_per_call": config.steps_per_call,
             "jit_compile": config.jit_compile,
-            "fused": source.settings["fused"],
+            "fused": source.settings.get("fused", False),
         },
         **(extra_metrics or {}),
     }

@@ -8,7 +8,7 @@ import math
 
 import tensorflow as tf
 
-from keras_bp.fused import apply_rmsprop
+from keras_bp.fused import apply_rmsprop, scratch_like
 
 
 class SGD:
@@ -70,9 +70,7 @@ class RMSprop:
             for i, w in enumerate(variables)
         ]
         # The fused kernel writes lr·g/√(v + ε) to a buffer: scratch, not state to save.
-        self._scratch = [
-            tf.Variable(tf.zeros_like(w), trainable=False) for w in variables if self.fused
-        ]
+        self._scratch = scratch_like(variables) if self.fused else []
         return self
 
     def apply(self, grads, variables):

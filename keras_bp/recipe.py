@@ -69,6 +69,9 @@ def train_fit(
         "seed": config.seed,
         "batch_size": config.batch_size,
         "epochs": config.epochs,
+        # XLA and the fused kernel change the last bits: resuming across them would not end
+        # bit-identical, so a backup made with other speed options is refused.
+        "speed": speed or {},
     }
     log = EpochLog(backup / "run.json", identity)  # refuses another run's backup
 

@@ -64,6 +64,7 @@ def main():
         f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, "
         f"{results[0]['train_samples']} training images; TensorFlow "
         f"{results[0]['versions']['tensorflow']}, Keras {results[0]['versions']['keras']}"
+        + ("; RMSprop fused (--fused)" if args.fused else "")
     )
     report = f"{header}\n\n{table}\n"
     atomic.write_bytes(out / "compare.md", report.encode())

@@ -1,9 +1,11 @@
 """Train the seed's model with a custom `tf.GradientTape` loop instead of `model.fit`.
 
     python scripts/custom_loop.py [--epochs 5] [--batch-size 128] [--seed 0] [--out DIR]
+                                  [--fused] [--xla] [--steps-per-call 52]
 
 The loop lives in `keras_bp.loop`; this script picks its gradient source: `tf.GradientTape`
-over the Keras model, applied with the model's `keras.optimizers.RMSprop()`. Same data, same
+over the Keras model, applied with the model's `keras.optimizers.RMSprop()` (with `--fused`,
+`keras_bp.fused.FusedRMSprop`: the same update as one kernel). Same data, same
 initial weights (for the same `--seed`) and same batches as the hand-written trainer,
 `scripts/manual_backprop.py`. Rerunning after a kill resumes from the last checkpoint in `--out`.
 """

@@ -2,11 +2,13 @@
 
     python scripts/manual_backprop.py [--optimizer rmsprop|sgd] [--learning-rate LR]
                                       [--epochs 5] [--batch-size 128] [--seed 0] [--out runs/manual]
+                                      [--fused] [--xla] [--steps-per-call 52]
 
 Each step runs the forward pass `y = f(w·x + b)` layer by layer (`keras_bp.backprop`), takes the
 fused softmax + cross-entropy gradient `(p − y)/N`, walks the layers backwards to `∂L/∂w` and
 `∂L/∂b`, and updates with a hand-written optimizer: RMSprop with Keras's defaults, or plain
-`w ← w − η·∂L/∂w`. The loop itself is the one `scripts/custom_loop.py` uses.
+`w ← w − η·∂L/∂w`. `--fused` runs the RMSprop update as one TensorFlow kernel, the same rule
+to float rounding (`keras_bp/fused.py`). The loop itself is the one `scripts/custom_loop.py` uses.
 """
 
 import os
@@ -32,7 +34,7 @@ def main():
         help="default: 1e-3 for rmsprop (Keras's), 0.01 for sgd",
     )
     args = parser.parse_args()
-    if args.fused and args.optimizer != "rmsprop":
+    if args.fused and args.optimizer != "rmsprop":  # fail before the slow imports
         parser.error("--fused applies to --optimizer rmsprop only")
     out = cli.check_out_dir(args.out)  # before the slow imports: bad input fails fast
     from keras_bp import gradients, loop, recipe, reproducible

@@ -240,3 +240,17 @@ def test_network_backward_can_skip_the_inputs_gradient():
     assert dx is not None and none is None
     for a, b in zip(grads, same, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # the same ops: bit for bit
+
+
+def test_relu_gradient_at_exact_zeros_matches_the_tape():
+    # Random inputs never land on the kink; here a third of z is exactly 0 (and -0).
+    z = tf.constant([[0.0, -0.0, 1.5], [-2.0, 0.0, 3.0]], tf.float64)
+    da = tf.constant([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]], tf.float64)
+    a, cache = backprop.relu_forward(z)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        reference = tf.nn.relu(z)
+    np.testing.assert_array_equal(a.numpy(), reference.numpy())
+    np.testing.assert_array_equal(
+        backprop.relu_backward(da, cache).numpy(), tape.gradient(reference, z, da).numpy()
+    )

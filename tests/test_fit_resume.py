@@ -61,6 +61,9 @@ def test_another_runs_backup_is_refused_and_fresh_starts_over(
     other_seed = TrainConfig(epochs=3, batch_size=32, seed=1, out=config.out)
     with pytest.raises(UsageError, match=r"another run \(seed 0 vs 1\); pass --fresh"):
         train_fit(other_seed, synthetic_data, verbose=0)
+    # The fused kernel (or XLA) changes the last bits, so a resume across it is refused too.
+    with pytest.raises(UsageError, match=r"another run \(speed \{\} vs \{'fused': True\}\)"):
+        train_fit(config, synthetic_data, verbose=0, speed={"fused": True})
     _, metrics = train_fit(other_seed, synthetic_data, verbose=0, fresh=True)
     assert metrics["resumed_from_epoch"] == 0 and metrics["seed"] == 1
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
-from keras_bp import optimizers, parity
+from keras_bp import gradients, optimizers, parity
 from keras_bp.fused import FusedRMSprop
 from keras_bp.model import build_model
 
@@ -51,7 +51,9 @@ def test_fused_keras_rmsprop_matches_kerass_for_100_steps(momentum):
     assert kinds(fused) == kinds(reference)
     for a, b in zip(fused.variables, reference.variables, strict=True):
         a, b = keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)  # momentum sums cancel
+        # The momentum buffer sums increments of both signs, and cancellation leaves a relative
+        # rounding error above float32's 6e-8 (measured 1.6e-5 at the worst element).
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)
 
 
 def test_hand_written_fused_rmsprop_matches_its_two_op_reference():
@@ -111,3 +113,8 @@ def test_fused_needs_rmsprop(tmp_path):
         proc.stderr.strip().splitlines()[-1].endswith("--fused applies to --optimizer rmsprop only")
     )
     assert not any(tmp_path.iterdir())
+
+
+def test_fused_is_refused_for_sgd_by_the_library_too():
+    with pytest.raises(ValueError, match="fused applies to 'rmsprop' only, received 'sgd'"):
+        gradients.make_source("manual", seed=0, optimizer="sgd", fused=True)

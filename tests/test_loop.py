@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import RUN_KEYS, run_script
 
 from keras_bp import gradients, parity
@@ -75,10 +76,6 @@ def _op_list(source):
     return [node.op for node in nodes]
 
 
-def _op_types(source):
-    return set(_op_list(source))
-
-
 def test_manual_step_does_exactly_the_five_matrix_products_of_training():
     # Forward x·W1 and h·W2; backward dW2 = hᵀ·dz2, dh = dz2·W2ᵀ, dW1 = xᵀ·dz1. Not dx = dz1·W1ᵀ:
     # the data's gradient is never used, and computing it would add a quarter to the work.
@@ -88,8 +85,8 @@ def test_manual_step_does_exactly_the_five_matrix_products_of_training():
 
 def test_manual_trainer_graph_has_no_autodiff_ops_and_the_tape_graph_does():
     grad_ops = {"ReluGrad", "SoftmaxCrossEntropyWithLogits"}
-    manual_ops = _op_types(gradients.make_source("manual", seed=0))
-    tape_ops = _op_types(gradients.make_source("tape", seed=0))
+    manual_ops = set(_op_list(gradients.make_source("manual", seed=0)))
+    tape_ops = set(_op_list(gradients.make_source("tape", seed=0)))
     assert not manual_ops & grad_ops
     assert tape_ops & grad_ops  # the check can fail: autodiff leaves these in a graph
     assert "MatMul" in manual_ops
@@ -131,3 +128,27 @@ def test_parity_on_real_mnist_at_100_steps():
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert "PASS" in proc.stdout
+
+
+def test_xla_chunks_padded_to_one_shape_train_as_unpadded_ones(synthetic_data):
+    """3 steps padded to a (4, 16) chunk: 3 losses, and the weights of 3 unpadded steps."""
+    (x, y), _ = synthetic_data
+    x, y = tf.constant(x), tf.constant(y)
+    indices = epoch_permutation(0, 0, len(x))[:48].reshape(3, 16)
+    results = {}
+    for name, shape in [("padded", (4, 16)), ("exact", (3, 16))]:
+        source = gradients.make_source("manual", seed=0)
+        steps = CompiledSteps(source, 784, 10, jit_compile=True, chunk_shape=shape)
+        losses, _ = steps.run(x, y, indices)
+        results[name] = losses.numpy(), [v.numpy() for v in source.variables]
+    (padded_losses, padded_weights), (exact_losses, exact_weights) = results.values()
+    assert padded_losses.shape == (3,)
+    np.testing.assert_allclose(padded_losses, exact_losses, rtol=1e-6, atol=0)
+    for a, b in zip(padded_weights, exact_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_a_chunk_longer_than_the_xla_shape_is_refused():
+    steps = CompiledSteps(gradients.make_source("manual", seed=0), 784, 10, True, (2, 4))
+    with pytest.raises(ValueError, match=r"a chunk of 3 steps exceeds chunk_shape \(2, 4\)"):
+        steps.run(None, None, np.zeros((3, 4), np.int32))

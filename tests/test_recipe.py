@@ -179,7 +179,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 def write_backup_identity(out, epochs):
     """Leave in `out` the backup identity of a killed real-MNIST run of `epochs` epochs."""
-    identity = {"trainer": "fit", "samples": 60000, "seed": 0, "batch_size": 128}
+    identity = {"trainer": "fit", "samples": 60000, "seed": 0, "batch_size": 128, "speed": {}}
     backup_dir(out).mkdir(parents=True)
     (backup_dir(out) / "run.json").write_text(
         json.dumps({"identity": {**identity, "epochs": epochs}, "epochs": []})

@@ -67,6 +67,7 @@ class _Killed(BaseException):
         ("manual", 1, False, False),
         ("manual", 2, True, False),
         ("tape", 1, False, True),  # the fused kernel's scratch buffer is not state to save
+        ("manual", 1, False, True),
     ],
 )
 def test_resume_after_interruption_is_bit_identical(
@@ -77,6 +78,7 @@ def test_resume_after_interruption_is_bit_identical(
     options = {"jit_compile": True, "steps_per_call": 5, "checkpoint_every": 5} if xla else {}
     options["fused"] = fused
     uninterrupted = _run(kind, synthetic_data, tmp_path / "whole", **options)
+    assert uninterrupted["speed"]["fused"] is fused and uninterrupted["speed"]["jit_compile"] is xla
 
     real_save, saves = RunCheckpoint.save, []
 
