@@ -1,4 +1,4 @@
-"""RMSprop's update as one fused TensorFlow kernel: the same rule, one pass over memory.
+"""RMSprop's update as one fused TensorFlow kernel: the same rule, one kernel instead of ten.
 
 Written with elementwise ops, as `keras.optimizers.RMSprop` and `keras_bp.optimizers.RMSprop`
 are, the update of the 784×512 first-layer kernel is about ten separate kernels, each reading

@@ -86,7 +86,9 @@ class ManualGradients:
             raise ValueError(f"fused applies to 'rmsprop' only, received {optimizer!r}")
         if isinstance(optimizer, str):
             kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
-            optimizer = optimizers.get(optimizer, **kwargs, **({"fused": True} if fused else {}))
+            if fused:
+                kwargs["fused"] = True
+            optimizer = optimizers.get(optimizer, **kwargs)
         self.optimizer = optimizer.build(self.variables)
         self.state = list(self.optimizer.variables)
         self.settings = {
