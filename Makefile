@@ -6,8 +6,6 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-export TF_CPP_MIN_LOG_LEVEL ?= 2
-
 .PHONY: install data train custom-loop manual parity compare bench worked-example gradient-check \
 	test test-slow lint format clean
 

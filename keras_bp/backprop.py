@@ -49,7 +49,7 @@ def affine_backward(dz, cache, input_grad=True):
     """dx = dz·wᵀ, dw = xᵀ·dz, db = Σ_n dz, returning `(dx, dw, db)`.
 
     With `input_grad=False`, dx is `None`: the first layer's dx (∂L/∂ of the data) is not
-    needed for training, and skipping it saves a quarter of the step's matrix work.
+    needed for training, and skipping it saves one of the layer's three large products.
     """
     x, w = cache
     dz, _ = _as_tensors(dz=dz, x=x)
@@ -72,8 +72,11 @@ def linear_backward(da, cache):
 
 
 def relu_forward(z):
-    """a = max(0, z). The cache is `a`: a > 0 exactly where z > 0, and z is then used by
-    nothing else, so TensorFlow can fuse the matmul, bias add and max into one kernel."""
+    """a = max(0, z).
+
+    The textbook caches z; this caches a, which says the same (a > 0 exactly where z > 0). With
+    z used by nothing else, TensorFlow fuses the matmul, bias add and max into one kernel.
+    """
     a = tf.nn.relu(z)
     return a, a
 
@@ -81,8 +84,8 @@ def relu_forward(z):
 def relu_backward(da, a):
     """dz = da · 1[z > 0]; the kink at 0 gets gradient 0, as `tf.nn.relu` gives.
 
-    As a = max(0, z) ≥ 0, the indicator 1[z > 0] is sign(a): one elementwise op, where the
-    comparison and cast to float cost three times as much on a CPU.
+    As a = max(0, z) ≥ 0, the indicator 1[z > 0] equals sign(a): the code writes it that way
+    because it is one elementwise op instead of a comparison and a cast (README, Speed).
     """
     return da * tf.sign(a)
 

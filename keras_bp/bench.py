@@ -7,12 +7,16 @@ movement. Every trainer's time is a ratio to that floor measured in the same pro
 ratios hold on a noisy, shared machine even when the seconds do not.
 """
 
-import math
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import tensorflow as tf
+
+from keras_bp.config import FIT_SPEED, LOOP_SPEED, FitConfig, LoopConfig, Speed
+from keras_bp.loop import train_loop
+from keras_bp.recipe import train_fit
 
 
 def matmul_flops(batch=128, sizes=(784, 512, 10)):
@@ -58,37 +62,20 @@ def _products_graph(jit_compile):
 _FLOOR_GRAPHS = {jit: _products_graph(jit) for jit in (False, True)}
 
 
-def steps_for(epochs, samples, batch_size):
-    return epochs * math.ceil(samples / batch_size)
-
-
-def time_loop(kind, data, epochs, batch_size, jit_compile=False, fused=False, steps_per_call=52):
+def time_loop(kind, data, epochs, speed=LOOP_SPEED):
     """Training seconds of the custom loop (`kind`: "tape" or "manual"), compile included."""
-    from keras_bp.gradients import make_source
-    from keras_bp.loop import LoopConfig, train_loop
-
     with tempfile.TemporaryDirectory() as out:
         config = LoopConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            out=Path(out),
-            steps_per_call=steps_per_call,
-            checkpoint_every=0,
-            jit_compile=jit_compile,
+            gradients=kind, epochs=epochs, out=Path(out), checkpoint_every=0, speed=speed
         )
-        source = make_source(kind, seed=0, fused=fused)
-        metrics = train_loop(source, data, config, verbose=0)
+        _, metrics = train_loop(config, data, verbose=0)
     return metrics["train_seconds"], metrics["test_accuracy"]
 
 
-def time_fit(data, epochs, speed=None):
+def time_fit(data, epochs, speed=FIT_SPEED):
     """Training seconds of the seed's recipe through `model.fit`, with `speed` options."""
-    from keras_bp.cli import TrainConfig
-    from keras_bp.recipe import train_fit
-
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(epochs=epochs, batch_size=128, seed=0, out=Path(out))
-        _, metrics = train_fit(config, data, verbose=0, speed=speed)
+        _, metrics = train_fit(FitConfig(epochs=epochs, out=Path(out), speed=speed), data, 0)
     return metrics["train_seconds"], metrics["test_accuracy"]
 
 
@@ -98,18 +85,19 @@ def trainers(data, epochs):
     Each trainer as it ships, then with `--fused` (the fastest settings that keep its updates),
     then with XLA, which was tried and is slower for fit.
     """
+    fused, xla = replace(LOOP_SPEED, fused=True), replace(LOOP_SPEED, xla=True)
     return {
         "fit: make train (the recipe as is)": lambda: time_fit(data, epochs),
-        "tape loop: make custom-loop": lambda: time_loop("tape", data, epochs, 128),
-        "manual loop: make manual": lambda: time_loop("manual", data, epochs, 128),
+        "tape loop: make custom-loop": lambda: time_loop("tape", data, epochs),
+        "manual loop: make manual": lambda: time_loop("manual", data, epochs),
         "fit: --steps-per-execution 32 --fused": lambda: time_fit(
-            data, epochs, {"steps_per_execution": 32, "fused": True}
+            data, epochs, Speed(steps_per_call=32, fused=True)
         ),
-        "tape loop: --fused": lambda: time_loop("tape", data, epochs, 128, fused=True),
-        "manual loop: --fused": lambda: time_loop("manual", data, epochs, 128, fused=True),
+        "tape loop: --fused": lambda: time_loop("tape", data, epochs, fused),
+        "manual loop: --fused": lambda: time_loop("manual", data, epochs, fused),
         "fit: --steps-per-execution 32 --xla": lambda: time_fit(
-            data, epochs, {"steps_per_execution": 32, "jit_compile": True}
+            data, epochs, Speed(steps_per_call=32, xla=True)
         ),
-        "tape loop: --xla": lambda: time_loop("tape", data, epochs, 128, jit_compile=True),
-        "manual loop: --xla": lambda: time_loop("manual", data, epochs, 128, jit_compile=True),
+        "tape loop: --xla": lambda: time_loop("tape", data, epochs, xla),
+        "manual loop: --xla": lambda: time_loop("manual", data, epochs, xla),
     }

@@ -1,22 +1,21 @@
-"""Command-line plumbing shared by the scripts: one argparse setup, one-line errors, exit code 2."""
+"""The command line of the scripts: options into configs, one-line errors, exit code 2.
+
+Only the scripts in `scripts/` import this module; the library never does. It owns no default:
+each option's default is the config's (`keras_bp.config`), which the help text shows.
+"""
 
 import argparse
+import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import fields, replace
 from pathlib import Path
 
-from keras_bp.errors import InputError, NonFiniteLoss, UsageError
+# Before any script imports TensorFlow: keep its C++ start-up chatter off the terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-@dataclass
-class TrainConfig:
-    """What every trainer needs; the defaults are the seed's recipe."""
-
-    epochs: int = 5
-    batch_size: int = 128
-    seed: int = 0
-    out: Path = Path("runs/fit")
+from keras_bp.config import OPTIMIZERS, FitConfig, LoopConfig, Speed  # noqa: E402
+from keras_bp.errors import InputError, NonFiniteLoss, UsageError  # noqa: E402
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,62 +29,49 @@ def fail(message, prog=None):
     raise SystemExit(2)
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer, received {text!r}"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {value}")
-    return value
+def _number(convert, expected, accept):
+    """An argparse type: `convert(text)`, refused in one line unless `accept(value)`."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, received {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, received {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {value}")
-    return value
+positive_int = _number(int, "a positive integer", lambda v: v > 0)
+non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
+positive_float = _number(float, "a positive number", lambda v: 0 < v < math.inf)
 
 
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, received {value}")
-    return value
+def train_parser(description, trainer, out=None):
+    """A parser with the options of `trainer` (`"fit"`, `"tape"` or `"manual"`).
 
-
-def train_parser(description, default_out):
-    """A parser with the options every trainer takes.
-
-    --epochs --batch-size --seed --out --train-samples --deterministic --fused --fresh
+    `out` replaces the trainer's default output directory, for a script that runs several.
     """
+    d = FitConfig(out=out) if trainer == "fit" else LoopConfig(gradients=trainer, out=out)
     p = Parser(description=description)
-    d = TrainConfig()
-    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="default: %(default)s")
-    p.add_argument(
-        "--batch-size", type=positive_int, default=d.batch_size, help="default: %(default)s"
-    )
-    p.add_argument("--seed", type=non_negative_int, default=d.seed, help="default: %(default)s")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path(default_out),
-        help="output directory (default: %(default)s)",
-    )
+    p.add_argument("--epochs", type=positive_int, help=f"default: {d.epochs}")
+    p.add_argument("--batch-size", type=positive_int, help=f"default: {d.batch_size}")
+    p.add_argument("--seed", type=non_negative_int, help=f"default: {d.seed}")
+    p.add_argument("--out", type=Path, default=out, help=f"output directory (default: {d.out})")
     p.add_argument(
         "--train-samples",
         type=positive_int,
-        default=None,
         metavar="N",
         help="train on the first N training images only (default: all 60000)",
+    )
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"default: {d.optimizer}")
+    p.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        metavar="LR",
+        help="default: the optimizer's own, 1e-3 for rmsprop, 0.01 for sgd (Keras's)",
     )
     p.add_argument(
         "--deterministic",
@@ -94,37 +80,31 @@ def train_parser(description, default_out):
         "fixed threads",
     )
     p.add_argument(
-        "--fused",
-        action="store_true",
-        help="update with RMSprop as one fused kernel: the same rule, equal to float rounding, "
-        "much faster without XLA (keras_bp/fused.py)",
-    )
-    p.add_argument(
         "--fresh",
         action="store_true",
-        help="start over: delete the resume state in --out (checkpoints, or model.fit's "
-        "backup) instead of resuming from it",
+        help="start over: delete the resume state in --out instead of resuming from it",
     )
-    return p
-
-
-def loop_parser(description, default_out):
-    """`train_parser` plus the custom loop's options."""
-    p = train_parser(description, default_out)
     p.add_argument(
-        "--checkpoint-every",
-        type=non_negative_int,
-        default=100,
-        metavar="STEPS",
-        help="checkpoint every STEPS steps, and at each epoch end; 0: epoch ends only "
-        "(default: %(default)s)",
+        "--fused",
+        action="store_true",
+        help="update with RMSprop as one fused kernel: the same rule, equal to float rounding "
+        "(keras_bp/fused.py)",
     )
+    if trainer == "fit":
+        p.add_argument(
+            "--steps-per-execution",
+            dest="steps_per_call",
+            type=positive_int,
+            metavar="N",
+            help=f"run N steps per compiled call; same updates (default: {d.speed.steps_per_call})",
+        )
+        p.add_argument("--xla", action="store_true", help="compile with XLA; same updates")
+        return p
     p.add_argument(
         "--steps-per-call",
         type=positive_int,
-        default=52,
         metavar="STEPS",
-        help="training steps per compiled call (default: %(default)s)",
+        help=f"training steps per compiled call (default: {d.speed.steps_per_call})",
     )
     p.add_argument(
         "--xla",
@@ -132,7 +112,37 @@ def loop_parser(description, default_out):
         help="compile the steps with XLA: faster, same math, other kernels; the weights then "
         "drift from fit's (about 1e-2 after 100 steps, see README)",
     )
+    p.add_argument(
+        "--checkpoint-every",
+        type=non_negative_int,
+        metavar="STEPS",
+        help="checkpoint every STEPS steps, and at each epoch end; 0: epoch ends only "
+        f"(default: {d.checkpoint_every})",
+    )
     return p
+
+
+def config_from_args(args, trainer):
+    """The `FitConfig` or `LoopConfig` that `train_parser(…, trainer)`'s options describe."""
+    cls = FitConfig if trainer == "fit" else LoopConfig
+    given = {k: v for k, v in vars(args).items() if v is not None and v is not False}
+    speed = {f.name: given.pop(f.name) for f in fields(Speed) if f.name in given}
+    names = {f.name for f in fields(cls)}
+    kwargs = {k: v for k, v in given.items() if k in names}
+    if cls is LoopConfig:
+        kwargs["gradients"] = trainer
+    default_speed = cls.__dataclass_fields__["speed"].default
+    try:
+        return cls(**kwargs, speed=replace(default_speed, **speed))
+    except ValueError as e:
+        fail(str(e))
+
+
+def print_summary(metrics, out: Path):
+    """The end of every trainer's output: test accuracy and loss, and the files written."""
+    print(f"test accuracy: {metrics['test_accuracy']:.4f}")
+    print(f"test loss: {metrics['test_loss']:.4f}  ({metrics['train_seconds']:.1f} s training)")
+    print(f"wrote {out / 'metrics.json'} and {out / 'model.keras'}")
 
 
 def check_out_dir(path: Path) -> Path:

@@ -3,14 +3,13 @@
 Neither changes a number the recipe computes.
 
 Resuming after a kill. `keras.callbacks.BackupAndRestore` backs up the weights, the optimizer's
-state and the epoch count into `OUT/fit_backup/keras/` at the end of every epoch; rerunning the
-same command restores them and continues with the next epoch. Keras backs up at epoch ends only,
-so an epoch that was interrupted is redone from its start. The backup lives inside `--out`, so
-runs with different `--out` never resume from each other; `fit_backup/run.json` holds the run's
-identity (seed, batch size, epochs, samples), so a different run is refused rather than resumed,
-and every finished epoch's metrics, so a resumed run's history is whole. `--fresh` deletes the
-backup first. Keras writes its backup in place; with `double_checkpoint=True` it keeps the
-previous epoch's copy and falls back to it if a kill left the new weights file unreadable.
+state and the epoch count into `OUT/resume/keras/` at the end of every epoch; rerunning the same
+command restores them and continues with the next epoch. Keras backs up at epoch ends only, so
+an epoch that was interrupted is redone from its start. `EpochLog` keeps the run's identity and
+every finished epoch's metrics in `OUT/resume/run.json` (`keras_bp.runlog`, shared with the
+loop), so another run's backup is refused and a resumed run's history is whole. Keras writes its
+backup in place; with `double_checkpoint=True` it keeps the previous epoch's copy and falls back
+to it if a kill left the new weights file unreadable.
 
 By default Keras deletes its backup as soon as `fit` completes (`delete_checkpoint=True`). Here
 it is kept until `model.keras` and `metrics.json` are written, then deleted, so a kill during
@@ -28,15 +27,14 @@ default `stop_training = True`, skips the epoch end, so `BackupAndRestore` never
 diverged weights over the last good epoch, and `model.keras` and `metrics.json` are not written.
 """
 
-import json
 import math
-from pathlib import Path
+import time
 
 import keras
 import numpy as np
 
-from keras_bp import atomic
-from keras_bp.errors import NonFiniteLoss, UsageError
+from keras_bp.errors import NonFiniteLoss
+from keras_bp.runlog import resume_message
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -78,43 +76,45 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class EpochLog(keras.callbacks.Callback):
-    """The run's identity and every finished epoch's metrics, in `run.json`, across resumes.
+    """Logs each finished epoch's metrics and seconds into the run's `RunLog`; says where a
+    resumed run continues, before it trains.
 
     Place it before `BackupAndRestore`: an epoch logged but not backed up before a kill is
     redone on resume, and its entry overwritten.
 
     Args:
-        path: the JSON file, inside the backup directory.
-        identity: what must match for a backup to be resumed.
+        log: the run's `keras_bp.runlog.RunLog`.
+        epochs: the run's epoch count.
+        verbose: print the resume line (as `fit`'s own `verbose`).
     """
 
-    def __init__(self, path, identity):
+    def __init__(self, log, epochs, verbose=1):
         super().__init__()
-        self.path, self.identity = Path(path), identity
-        self.epochs = []
+        self.log, self.epochs, self.verbose = log, epochs, verbose
         self.first_epoch = None
-        if self.path.exists():
-            saved = json.loads(self.path.read_text())
-            if saved["identity"] != identity:
-                diff = ", ".join(
-                    f"{k} {saved['identity'].get(k)} vs {v}"
-                    for k, v in identity.items()
-                    if saved["identity"].get(k) != v
-                )
-                raise UsageError(
-                    f"{self.path.parent} holds the backup of another run ({diff}); "
-                    "pass --fresh to start over, or choose another --out"
-                )
-            self.epochs = saved["epochs"]
+        self._tick = None
+
+    @property
+    def resumed_at(self):
+        """`None` for a run from scratch; else `{"epoch": e, "step": 0}`, 1-based `e`."""
+        return {"epoch": self.first_epoch + 1, "step": 0} if self.first_epoch else None
+
+    def on_train_begin(self, logs=None):
+        self._tick = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.first_epoch is None:
             self.first_epoch = epoch
+            if epoch and self.verbose:
+                print(resume_message(epoch, 0, self.epochs, self.log.directory))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epochs = [*self.epochs[:epoch], {k: float(v) for k, v in logs.items()}]
-        atomic.write_json(self.path, {"identity": self.identity, "epochs": self.epochs})
+        now = time.perf_counter()
+        self.log.record_epoch(epoch, logs, now - self._tick)
+        self._tick = now
 
-    def history(self, epochs):
-        done = self.epochs[:epochs]
-        return {k: [e[k] for e in done] for k in (done[0] if done else {})}
+    def on_train_end(self, logs=None):
+        if self.first_epoch is None:  # every epoch was backed up before the kill
+            self.first_epoch = self.epochs
+            if self.verbose:
+                print(resume_message(self.epochs, 0, self.epochs, self.log.directory))

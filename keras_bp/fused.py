@@ -2,8 +2,8 @@
 
 Written with elementwise ops, as `keras.optimizers.RMSprop` and `keras_bp.optimizers.RMSprop`
 are, the update of the 784×512 first-layer kernel is about ten separate kernels, each reading
-and writing 1.6 MB. Without XLA to fuse them, that costs a 2-core CPU about as much as the
-step's matrix products. `tf.raw_ops.ResourceApplyRMSProp` does the whole update in one kernel:
+and writing the whole array. `tf.raw_ops.ResourceApplyRMSProp` does the whole update in one
+kernel (the README's Speed section measures what that saves):
 
     ms  ← ρ·ms + (1 − ρ)·g²
     mom ← momentum·mom + lr·g / √(ms + ε)

@@ -1,64 +1,92 @@
-"""The two gradient sources of the training loop: `tf.GradientTape`, or backprop by hand.
+"""The training loop's two gradient sources: `tf.GradientTape`, or backprop written out by hand.
 
-Both expose the same small interface, so `keras_bp.loop` is written once:
-
-- `variables`: the trainable weights, in `model.get_weights()` order;
-- `state`: every other variable a resume needs (the optimizer's);
-- `settings`: what a checkpoint must have been made with to be resumed (optimizer, learning
-  rate, `fused`);
-- `train_step(x, y) -> (loss, correct)`: one update on a batch, `x: (B, 784)`, `y: (B, 10)`;
-- `model()`: a Keras model holding the current weights, for evaluation and saving.
+The loop is written once against `GradientSource`: the readable `keras_bp.reference` and the
+compiled `keras_bp.loop`. The sources differ only in where ∂L/∂w comes from and which
+optimizer applies it: the tape and Keras's optimizer, or `keras_bp.backprop` and
+`keras_bp.optimizers`.
 """
+
+from collections.abc import Sequence
+from typing import Protocol
 
 import keras
 import tensorflow as tf
 
 from keras_bp import backprop, optimizers
-from keras_bp.fused import FusedRMSprop
-from keras_bp.model import build_model
+from keras_bp.config import GRADIENT_SOURCES, Speed
+from keras_bp.model import build_model, keras_optimizer
 
 
-def _correct(y, p):
-    return tf.reduce_sum(tf.cast(tf.argmax(p, axis=-1) == tf.argmax(y, axis=-1), tf.int32))
+class GradientSource(Protocol):
+    """What the training loop needs from a gradient source."""
+
+    name: str
+    """`"tape"` or `"manual"`: the trainer's name in `metrics.json`."""
+
+    variables: Sequence[tf.Variable]
+    """The trainable weights in `model.get_weights()` order: `[W1, b1, W2, b2]`."""
+
+    optimizer_variables: Sequence[tf.Variable]
+    """The optimizer's state: with `variables`, everything a resume needs."""
+
+    def loss_and_gradients(self, x, y) -> tuple[tf.Tensor, tf.Tensor, list]:
+        """Forward and backward on one batch, `x: (B, 784)`, `y: (B, 10)` one-hot.
+
+        Returns `(loss, scores, grads)`: the batch's mean loss, `(B, 10)` scores whose argmax is
+        the prediction, and ∂L/∂w for each of `variables`, in order.
+        """
+
+    def apply_gradients(self, grads) -> None:
+        """One optimizer step on `variables`, e.g. `w ← w − η·∂L/∂w` for SGD."""
+
+    def export_model(self) -> keras.Model:
+        """A compiled Keras model holding the current weights, for `evaluate` and `save`."""
+
+
+def train_step(source: GradientSource, x, y):
+    """One step of training: forward, backward, update. Returns `(loss, correct)`."""
+    loss, scores, grads = source.loss_and_gradients(x, y)
+    source.apply_gradients(grads)
+    return loss, count_correct(y, scores)
+
+
+def count_correct(y, scores):
+    """How many rows of `scores` have their argmax at the one-hot label's."""
+    return tf.reduce_sum(tf.cast(tf.argmax(scores, axis=-1) == tf.argmax(y, axis=-1), tf.int32))
 
 
 class TapeGradients:
-    """Gradients from `tf.GradientTape` over the Keras model, applied by Keras's optimizer.
+    """Gradients from `tf.GradientTape` over a Keras model, applied by a Keras optimizer.
 
     Args:
-        model: a compiled Keras model (`build_model()`); trained in place.
-        optimizer: a Keras optimizer; by default the model's compiled one.
+        model: a compiled Keras model (`build_model()`). It is the model trained, in place,
+            and `export_model()` returns it.
+        optimizer: a Keras optimizer; by default the model's compiled one, as `fit` uses.
     """
 
     name = "tape"
 
     def __init__(self, model: keras.Model, optimizer=None):
-        self._model = model
-        # The compiled model's own optimizer: `rmsprop` with Keras's defaults, as fit uses.
+        self.model = model
         self.optimizer = optimizer or model.optimizer
         # Build outside the compiled step: a tf.function must not create variables.
         self.optimizer.build(model.trainable_variables)
         self.loss_fn = keras.losses.CategoricalCrossentropy()
         self.variables = [v.value for v in model.weights]
-        self.state = [v.value for v in self.optimizer.variables]
-        # What a checkpoint must have been made with to be resumed.
-        self.settings = {
-            "optimizer": type(self.optimizer).__name__,
-            "learning_rate": float(self.optimizer.learning_rate.numpy()),
-            "fused": isinstance(self.optimizer, FusedRMSprop),
-        }
+        self.optimizer_variables = [v.value for v in self.optimizer.variables]
 
-    def train_step(self, x, y):
+    def loss_and_gradients(self, x, y):
         with tf.GradientTape() as tape:
-            p = self._model(x, training=True)
+            p = self.model(x, training=True)
             # p is a softmax output, so Keras computes the loss from its logits, as fit does.
             loss = self.loss_fn(y, p)
-        grads = tape.gradient(loss, self._model.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self._model.trainable_variables, strict=True))
-        return loss, _correct(y, p)
+        return loss, p, tape.gradient(loss, self.model.trainable_variables)
 
-    def model(self):
-        return self._model
+    def apply_gradients(self, grads):
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+
+    def export_model(self):
+        return self.model
 
 
 class ManualGradients:
@@ -68,69 +96,83 @@ class ManualGradients:
     is softmax + cross-entropy fused, and the backward walks the layers in reverse.
 
     Args:
-        model: a Keras model of Dense layers whose weights initialise this trainer (copied).
-        optimizer: `"rmsprop"` (Keras's defaults) or `"sgd"`, or an optimizer object.
-        learning_rate: overrides the optimizer's default learning rate.
+        model: a model of `Dense` or `ManualDense` layers ending in softmax. Its weights are
+            copied into plain variables; the model itself is left alone.
+        optimizer: `"rmsprop"` or `"sgd"` (Keras's defaults), or a `keras_bp.optimizers` object.
+        learning_rate: overrides the named optimizer's default learning rate.
         fused: RMSprop's update as one fused kernel (`keras_bp.fused`); rmsprop only.
     """
 
     name = "manual"
 
     def __init__(self, model: keras.Model, optimizer="rmsprop", learning_rate=None, fused=False):
-        self._model = model
-        self.activations = [layer.activation.__name__ for layer in model.layers]
+        self.activations = [_activation_name(layer) for layer in model.layers]
         if self.activations[-1] != "softmax":
             raise ValueError(f"expected a softmax output layer, received {self.activations[-1]!r}")
+        self._architecture = model
         self.variables = [tf.Variable(w, name=f"w{i}") for i, w in enumerate(model.get_weights())]
-        if fused and optimizer != "rmsprop":
-            raise ValueError(f"fused applies to 'rmsprop' only, received {optimizer!r}")
         if isinstance(optimizer, str):
+            if fused and optimizer != "rmsprop":
+                raise ValueError(f"fused applies to 'rmsprop' only, received {optimizer!r}")
             kwargs = {} if learning_rate is None else {"learning_rate": learning_rate}
-            if fused:
-                kwargs["fused"] = True
-            optimizer = optimizers.get(optimizer, **kwargs)
+            optimizer = optimizers.get(optimizer, **kwargs, **({"fused": True} if fused else {}))
+        elif fused or learning_rate is not None:
+            raise ValueError("fused and learning_rate apply to an optimizer given by name only")
         self.optimizer = optimizer.build(self.variables)
-        self.state = list(self.optimizer.variables)
-        self.settings = {
-            "optimizer": type(self.optimizer).__name__,
-            "learning_rate": self.optimizer.learning_rate,
-            "fused": getattr(self.optimizer, "fused", False),
-        }
+        self.optimizer_variables = list(self.optimizer.variables)
 
-    def forward_backward(self, x, y):
-        """Return `(loss, logits, grads)`, grads being ∂L/∂(each variable) in order."""
+    def loss_and_gradients(self, x, y):
         # The output layer stays linear here: its softmax is fused with the loss below.
         activations = [*self.activations[:-1], "linear"]
         logits, caches = backprop.network_forward(x, self.variables, activations)
         loss, dz = backprop.softmax_crossentropy(y, logits)  # dz = (softmax(logits) − y) / N
         _, grads = backprop.network_backward(dz, caches, input_grad=False)
-        return loss, logits, grads
+        return loss, logits, grads  # argmax of the logits is argmax of softmax
 
-    def train_step(self, x, y):
-        loss, logits, grads = self.forward_backward(x, y)
+    def apply_gradients(self, grads):
         self.optimizer.apply(grads, self.variables)
-        return loss, _correct(y, logits)  # argmax of the logits is argmax of softmax
 
-    def model(self):
-        self._model.set_weights([v.numpy() for v in self.variables])
-        return self._model
+    def export_model(self):
+        """A new model of the given architecture with these weights, compiled with Keras's
+        counterpart of the hand-written optimizer; the model given to `__init__` is untouched."""
+        model = keras.models.clone_model(self._architecture)
+        model.set_weights([v.numpy() for v in self.variables])
+        model.compile(
+            optimizer=keras_optimizer(
+                type(self.optimizer).__name__.lower(), self.optimizer.learning_rate
+            ),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
 
 
-def make_source(kind, seed, optimizer="rmsprop", learning_rate=None, fused=False):
+def make_source(kind, seed=0, optimizer="rmsprop", learning_rate=None, fused=False):
     """The seed's model initialised under `seed`, wrapped in a gradient source.
 
     The same seed gives the same initial weights to `make train`, the tape loop and the
-    manual loop, so the three start from one point.
+    manual loop, so the three start from one point. Every argument applies to both kinds.
 
     Args:
-        kind: `"tape"` or `"manual"`.
-        optimizer, learning_rate: the manual trainer's hand-written optimizer.
-        fused: RMSprop's update as one fused kernel (`keras_bp.fused`), for either kind.
+        kind: `"tape"` (Keras's optimizer) or `"manual"` (the hand-written one).
+        optimizer: `"rmsprop"` or `"sgd"`.
+        learning_rate: `None` for the optimizer's default.
+        fused: RMSprop's update as one fused kernel (`keras_bp.fused`).
     """
-    if kind not in ("tape", "manual"):
-        raise ValueError(f"unknown gradient source {kind!r}; supported: ['manual', 'tape']")
+    if kind not in GRADIENT_SOURCES:
+        raise ValueError(f"unknown gradient source {kind!r}; supported: {list(GRADIENT_SOURCES)}")
     keras.utils.set_random_seed(seed)
-    model = build_model(fused=fused and kind == "tape")
     if kind == "tape":
+        model = build_model(
+            optimizer=optimizer, learning_rate=learning_rate, speed=Speed(fused=fused)
+        )
         return TapeGradients(model)
-    return ManualGradients(model, optimizer, learning_rate, fused)
+    return ManualGradients(build_model(compile=False), optimizer, learning_rate, fused)
+
+
+def _activation_name(layer):
+    """`"relu"` for `Dense(..., activation="relu")` (a function) or `ManualDense` (a name)."""
+    activation = getattr(layer, "activation", None)
+    if activation is None or not hasattr(layer, "kernel"):
+        raise ValueError(f"expected Dense or ManualDense layers, received {type(layer).__name__}")
+    return activation if isinstance(activation, str) else activation.__name__

@@ -1,219 +1,163 @@
 """The custom training loop, written once for both gradient sources (`keras_bp.gradients`).
 
-Per epoch: a permutation of the training set fixed by `(seed, epoch)`, batches of `batch_size`
-(the last one partial: 60000 mod 128 = 96), and compiled calls that each run up to
-`steps_per_call` steps in-graph, gathering their batches from the dataset held as tensors.
-Between calls the loop updates the progress bar, stops on a non-finite loss, and checkpoints.
+Read `keras_bp.reference` first: it is this loop in the keras-io guide's shape, one batch per
+Python iteration. This is the same loop made fast and safe: the batches of an epoch run in
+compiled chunks (`keras_bp.compiled`); between chunks it updates the progress bar, stops on a
+non-finite loss, and checkpoints (`keras_bp.checkpoints`), so a kill loses nothing.
 """
 
-import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_bp import runs
+from keras_bp.batches import epoch_chunks, epoch_permutation
 from keras_bp.checkpoints import RunCheckpoint
-from keras_bp.cli import TrainConfig
-from keras_bp.data import check_training_data
+from keras_bp.compiled import CompiledSteps
+from keras_bp.config import LoopConfig, steps_per_epoch
+from keras_bp.data import check_training_data, data_fingerprint, data_for_run
 from keras_bp.errors import NonFiniteLoss
+from keras_bp.gradients import make_source
+from keras_bp.runlog import RunLog, resume_message, run_identity
 
 
-@dataclass
-class LoopConfig(TrainConfig):
-    """`TrainConfig` plus the custom loop's own settings; the defaults are the seed's recipe.
+def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
+    """Train with `config.gradients`' gradients; save the run into `config.out`.
 
-    `--fused` is not here: it picks the gradient source's optimizer (`make_source(fused=...)`).
+    Resumes from the checkpoints in `config.out` if a run with the same identity was killed.
+
+    Args:
+        config: every setting of the run (`keras_bp.config.LoopConfig`).
+        data: preprocessed `((x_train, y_train), (x_test, y_test))`; MNIST by default.
+        verbose: 1 for a progress bar, 2 for a line per epoch, 0 for silence.
+        extra_metrics: more entries for `metrics.json`, such as the thread counts.
+
+    Returns:
+        `(model, metrics)`: the trained Keras model and what was written to `metrics.json`.
+
+    Raises:
+        UsageError: `config.out` holds the resume state of another run.
+        NonFiniteLoss: the loss or the weights became NaN or Inf; the last good checkpoint is kept.
     """
-
-    out: Path = Path("runs/custom_loop")
-    steps_per_call: int = 52  # 468 full batches of MNIST = 9 calls of 52
-    checkpoint_every: int = 100
-    fresh: bool = False
-    # XLA fuses the elementwise work around the matmuls (faster), but its kernels round
-    # differently from fit's, so step-by-step parity with fit holds only without it.
-    jit_compile: bool = False
-
-    @classmethod
-    def from_args(cls, args, out):
-        """The config a loop script's parsed `cli.loop_parser` options describe."""
-        return cls(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            out=out,
-            steps_per_call=args.steps_per_call,
-            checkpoint_every=args.checkpoint_every,
-            fresh=args.fresh,
-            jit_compile=args.xla,
-        )
-
-
-def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order of the training samples in `epoch`: a function of `(seed, epoch)` only."""
-    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
-
-
-def epoch_chunks(perm: np.ndarray, batch_size: int, start_step: int, steps_per_call: int):
-    """Yield `(first_step, indices)` with indices `(steps, batch)`, from `start_step` on.
-
-    Full batches come in chunks of up to `steps_per_call` steps; a final partial batch
-    comes alone, as a `(1, n mod batch_size)` chunk.
-    """
-    full_steps, remainder = divmod(len(perm), batch_size)
-    step = start_step
-    while step < full_steps:
-        stop = min(step + steps_per_call, full_steps)
-        yield step, perm[step * batch_size : stop * batch_size].reshape(stop - step, batch_size)
-        step = stop
-    if remainder and step == full_steps:
-        yield step, perm[full_steps * batch_size :].reshape(1, remainder)
-
-
-class CompiledSteps:
-    """`run(x, y, indices)`: steps `source.train_step` over the batches `x[indices[i]]`, in-graph.
-
-    Without XLA, traced once: every shape is left open in the signature, so full and partial
-    chunks share one graph. `traces` counts the Python traces. The loop is an explicit
-    `tf.while_loop` and autograph is off: converting the hand-written backprop functions would
-    cost more than a second of tracing and buys nothing, as they have no Python control flow
-    on tensors.
-
-    With `jit_compile`, XLA compiles once per input shape, about a second each. So chunks of
-    full batches are padded to `chunk_shape = (steps_per_call, batch_size)` and run by one XLA
-    graph with the step count as an argument, and any other chunk (the epoch's final partial
-    batch, one step) runs in the graph without XLA: one compile per run, two traces.
-    """
-
-    def __init__(self, source, num_features, num_classes, jit_compile=False, chunk_shape=None):
-        if jit_compile and chunk_shape is None:
-            raise ValueError("jit_compile needs chunk_shape=(steps_per_call, batch_size)")
-        self.source = source
-        self.traces = 0
-        self.chunk_shape = tuple(chunk_shape) if jit_compile else None
-        signature = [
-            tf.TensorSpec([None, num_features], tf.float32),
-            tf.TensorSpec([None, num_classes], tf.float32),
-            tf.TensorSpec([None, None], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ]
-        self.graph = tf.function(self._run, input_signature=signature, autograph=False)
-        self.xla_graph = None
-        if jit_compile:
-            self.xla_graph = tf.function(
-                self._run, input_signature=signature, jit_compile=True, autograph=False
-            )
-
-    def run(self, x, y, indices):
-        """`(losses, correct)` of each step, for `indices` of shape `(steps, batch)`."""
-        indices = np.asarray(indices, np.int32)
-        steps, batch = indices.shape
-        if self.xla_graph is None or batch != self.chunk_shape[1]:
-            return self.graph(x, y, indices, steps)
-        if steps > self.chunk_shape[0]:
-            raise ValueError(f"a chunk of {steps} steps exceeds chunk_shape {self.chunk_shape}")
-        padded = np.zeros(self.chunk_shape, np.int32)
-        padded[:steps] = indices
-        losses, correct = self.xla_graph(x, y, padded, steps)
-        return losses[:steps], correct[:steps]
-
-    def _run(self, x, y, indices, steps):
-        self.traces += 1
-        size = tf.shape(indices)[0]  # static under XLA: the padded chunk's row count
-
-        def step(i, losses, correct):
-            loss, hits = self.source.train_step(tf.gather(x, indices[i]), tf.gather(y, indices[i]))
-            return i + 1, losses.write(i, tf.cast(loss, tf.float32)), correct.write(i, hits)
-
-        _, losses, correct = tf.while_loop(
-            lambda i, *_: i < steps,
-            step,
-            (0, tf.TensorArray(tf.float32, size=size), tf.TensorArray(tf.int32, size=size)),
-        )
-        return losses.stack(), correct.stack()
-
-
-def train_loop(source, data, config: LoopConfig, verbose=1, extra_metrics=None):
-    """Train with `source`'s gradients; save the run into `config.out` and return its metrics."""
+    (x_train, y_train), (x_test, y_test) = data = data_for_run(data, config.train_samples)
     check_training_data(data, config.batch_size)
-    (x_train, y_train), (x_test, y_test) = data
     n = len(x_train)
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    log = RunLog(
+        config.out, run_identity(config, data_fingerprint(x_train, y_train), n), config.fresh
+    )
+    source = make_source(
+        config.gradients,
+        seed=config.seed,
+        optimizer=config.optimizer,
+        learning_rate=config.learning_rate,
+        fused=config.speed.fused,
+    )
     x, y = tf.constant(x_train), tf.constant(y_train)
     steps = CompiledSteps(
         source,
         x.shape[1],
         y.shape[1],
-        config.jit_compile,
-        chunk_shape=(config.steps_per_call, config.batch_size),
+        xla=config.speed.xla,
+        chunk_shape=(config.speed.steps_per_call, config.batch_size),
     )
-    identity = {"trainer": source.name, "samples": n, **source.settings}
-    ckpt = RunCheckpoint(config, source, identity=identity)
-    epoch, step = ckpt.restore_or_start(fresh=config.fresh)
-    if (epoch, step) != (0, 0) and verbose:
-        print(f"Resuming from {ckpt.manager.latest_checkpoint}: epoch {epoch + 1}, step {step}")
+    per_epoch = steps_per_epoch(n, config.batch_size)
+    totals = EpochTotals()
+    ckpt = RunCheckpoint(
+        log.directory / "checkpoints",
+        {
+            "variables": source.variables,
+            "optimizer": source.optimizer_variables,
+            "epoch_totals": totals.variable,
+        },
+        per_epoch,
+        config.checkpoint_every,
+    )
+    epoch, step = ckpt.restore()
+    resumed_at = None if (epoch, step) == (0, 0) else {"epoch": epoch + 1, "step": step}
+    if resumed_at and verbose:
+        print(resume_message(epoch, step, config.epochs, ckpt.manager.latest_checkpoint))
 
-    train_seconds = 0.0
+    tick = time.perf_counter()
     while epoch < config.epochs:
         perm = epoch_permutation(config.seed, epoch, n)
-        bar = keras.utils.Progbar(
-            steps_per_epoch, verbose=verbose, stateful_metrics=["loss", "accuracy"]
-        )
+        bar = keras.utils.Progbar(per_epoch, verbose=verbose, stateful_metrics=["loss", "accuracy"])
         if verbose:
             print(f"Epoch {epoch + 1}/{config.epochs}")
-        start = time.perf_counter()
-        for first, indices in epoch_chunks(perm, config.batch_size, step, config.steps_per_call):
+        for first, indices in epoch_chunks(
+            perm, config.batch_size, step, config.speed.steps_per_call
+        ):
             losses, correct = (t.numpy() for t in steps.run(x, y, indices))
-            bad = np.flatnonzero(~np.isfinite(losses))
-            if bad.size:
-                raise NonFiniteLoss(
-                    f"loss became {losses[bad[0]]} at epoch {epoch + 1}, step {first + bad[0] + 1}"
-                    f"; stopped without saving, last good checkpoint kept in {ckpt.directory}"
-                )
+            _check_finite_losses(losses, epoch, first, ckpt.directory)
             step = first + len(losses)
-            loss_mean, accuracy = ckpt.accumulate(losses, correct, indices.shape[1])
-            bar.update(step, values=[("loss", loss_mean), ("accuracy", accuracy)])
-            if step < steps_per_epoch and ckpt.due(epoch, step):
+            now = time.perf_counter()
+            loss, accuracy = totals.add(losses, correct, indices.shape[1], seconds=now - tick)
+            tick = now
+            bar.update(step, values=[("loss", loss), ("accuracy", accuracy)])
+            if step < per_epoch and ckpt.due(epoch, step):
                 _check_finite_state(source, epoch, step, ckpt.directory)
                 ckpt.save(epoch, step)
-        train_seconds += time.perf_counter() - start
         _check_finite_state(source, epoch, step, ckpt.directory)
-        ckpt.end_epoch(epoch)
+        log.record_epoch(epoch, {"loss": loss, "accuracy": accuracy}, totals.seconds())
+        totals.reset()
         epoch, step = epoch + 1, 0
         ckpt.save(epoch, step)
 
-    model = source.model()
+    model = source.export_model()
     test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0)
-    metrics = {
-        "trainer": source.name,
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-        "train_samples": n,
-        "train_seconds": round(train_seconds, 3),
-        "history": ckpt.history(),
-        "traces": steps.traces,
-        "speed": {
-            "steps_per_call": config.steps_per_call,
-            "jit_compile": config.jit_compile,
-            "fused": source.settings.get("fused", False),
-        },
-        **(extra_metrics or {}),
-    }
+    metrics = runs.run_metrics(
+        config,
+        log,
+        test_loss,
+        test_accuracy,
+        resumed_at,
+        extra={"traces": steps.traces, **(extra_metrics or {})},
+    )
     metrics = runs.save_run(config.out, model, metrics)
-    ckpt.finish()
-    return metrics
+    log.finish()
+    return model, metrics
+
+
+class EpochTotals:
+    """Running sums of the epoch in progress, checkpointed with the weights, so an epoch that
+    was resumed reports the loss and accuracy of all its steps and all its seconds."""
+
+    def __init__(self):
+        # Σ loss·batch, Σ correct, Σ batch, seconds
+        self.variable = tf.Variable(tf.zeros(4, tf.float64))
+
+    def add(self, losses, correct, batch_size, seconds):
+        """Add a chunk's per-step losses and hit counts; return the epoch's running means."""
+        sums = self.variable.numpy() + [
+            float(np.sum(losses, dtype=np.float64)) * batch_size,
+            float(np.sum(correct)),
+            len(losses) * batch_size,
+            seconds,
+        ]
+        self.variable.assign(sums)
+        return sums[0] / sums[2], sums[1] / sums[2]
+
+    def seconds(self):
+        return float(self.variable.numpy()[3])
+
+    def reset(self):
+        self.variable.assign(tf.zeros(4, tf.float64))
+
+
+def _check_finite_losses(losses, epoch, first, directory):
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise NonFiniteLoss(
+            f"loss became {losses[bad[0]]} at epoch {epoch + 1}, step {first + bad[0] + 1}; "
+            f"stopped without saving, last good checkpoint kept in {directory}"
+        )
 
 
 def _check_finite_state(source, epoch, step, directory):
     """Refuse to checkpoint NaN or Inf: a step's update can break the weights after its loss
     (computed before the update) was still finite."""
-    for v in [*source.variables, *source.state]:
+    for v in [*source.variables, *source.optimizer_variables]:
         if not np.isfinite(v.numpy()).all():
             raise NonFiniteLoss(
                 f"weights became non-finite by epoch {epoch + 1}, step {step}; stopped without "

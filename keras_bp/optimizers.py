@@ -19,11 +19,7 @@ class SGD:
     """
 
     def __init__(self, learning_rate=0.01):
-        if not (learning_rate > 0 and math.isfinite(learning_rate)):
-            raise ValueError(
-                f"learning_rate: expected a positive finite number, received {learning_rate}"
-            )
-        self.learning_rate = learning_rate
+        self.learning_rate = _checked_learning_rate(learning_rate)
         self.variables = []
 
     def build(self, variables):
@@ -44,20 +40,15 @@ class RMSprop:
         rho: decay of the moving average of squared gradients, default 0.9.
         epsilon: default 1e-7; added *inside* the square root, as Keras does.
         fused: run the update as one fused kernel (`keras_bp.fused`): the same rule, equal
-            to float rounding, and much faster without XLA. The two ops above are the
-            reference it is tested against.
+            to float rounding. The two ops above are the reference it is tested against.
     """
 
     def __init__(self, learning_rate=1e-3, rho=0.9, epsilon=1e-7, fused=False):
-        if not (learning_rate > 0 and math.isfinite(learning_rate)):
-            raise ValueError(
-                f"learning_rate: expected a positive finite number, received {learning_rate}"
-            )
         if not 0 <= rho < 1:
             raise ValueError(f"rho: expected a number in [0, 1), received {rho}")
         if not epsilon > 0:
             raise ValueError(f"epsilon: expected a positive number, received {epsilon}")
-        self.learning_rate = learning_rate
+        self.learning_rate = _checked_learning_rate(learning_rate)
         self.rho = rho
         self.epsilon = epsilon
         self.fused = fused
@@ -85,6 +76,14 @@ class RMSprop:
 
 
 OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop}
+
+
+def _checked_learning_rate(learning_rate):
+    if not (learning_rate > 0 and math.isfinite(learning_rate)):
+        raise ValueError(
+            f"learning_rate: expected a positive finite number, received {learning_rate}"
+        )
+    return learning_rate
 
 
 def get(name, **kwargs):

@@ -1,6 +1,7 @@
 """What every trainer writes into its output directory: `metrics.json` and `model.keras`.
 
-Both files are written atomically, so a kill mid-write never leaves a file a rerun would trust.
+`run_metrics` builds the metrics of every trainer from one list of keys, `RUN_KEYS`. Both files
+are written atomically, so a kill mid-write never leaves a file a rerun would trust.
 """
 
 import platform
@@ -12,6 +13,57 @@ import tensorflow as tf
 
 from keras_bp import atomic
 from keras_bp.model import weights_digest
+from keras_bp.runlog import RunLog
+
+# The metrics.json keys every trainer writes, in the order it writes them.
+RUN_KEYS = (
+    "trainer",
+    "test_accuracy",
+    "test_loss",
+    "epochs",
+    "batch_size",
+    "seed",
+    "train_samples",
+    "optimizer",
+    "learning_rate",
+    "deterministic",
+    "speed",
+    "history",
+    "train_seconds",
+    "resumed_at",
+    "weights_sha256",
+    "versions",
+)
+
+
+def run_metrics(config, log: RunLog, test_loss, test_accuracy, resumed_at=None, extra=None):
+    """The metrics of a finished run, before `save_run` adds the digest and the versions.
+
+    Args:
+        config: the run's `FitConfig` or `LoopConfig`.
+        log: the run's `RunLog`: its identity, history and seconds across resumes.
+        resumed_at: `None` for a run that was never interrupted, else `{"epoch": e, "step": s}`
+            where the last resume continued: epoch `e` (1-based) after its first `s` steps.
+        extra: trainer-specific entries (the loop's `traces`, the thread counts).
+    """
+    identity = log.identity
+    return {
+        "trainer": identity["trainer"],
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "train_samples": identity["samples"],
+        "optimizer": identity["optimizer"],
+        "learning_rate": identity["learning_rate"],
+        "deterministic": identity["deterministic"],
+        "speed": identity["speed"],
+        "history": log.history(config.epochs),
+        "train_seconds": round(log.train_seconds(config.epochs), 3),
+        "resumed_at": resumed_at,
+        **(extra or {}),
+    }
 
 
 def versions() -> dict:

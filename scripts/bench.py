@@ -8,37 +8,39 @@ runs. Training time counts compiling and training, not the TensorFlow import or 
 """
 
 import os
+import platform
+import time
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
-
-import platform  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from keras_bp import cli  # noqa: E402
+from keras_bp import cli
+from keras_bp.config import steps_per_epoch
 
 
 def main():
     # Setup.
     parser = cli.Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=cli.positive_int, default=3)
-    parser.add_argument("--epochs", type=cli.positive_int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench.json"))
+    parser.add_argument(
+        "--repeats", type=cli.positive_int, default=3, help="runs of each (default: %(default)s)"
+    )
+    parser.add_argument("--epochs", type=cli.positive_int, default=5, help="default: %(default)s")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/bench.json"), help="default: %(default)s"
+    )
     args = parser.parse_args()
     cli.check_out_dir(args.out.parent)
     import statistics
 
     import tensorflow as tf
 
-    from keras_bp import atomic, bench, recipe, runs
-    from keras_bp.data import load_mnist
+    from keras_bp import atomic, bench, runs
+    from keras_bp.data import load_mnist, mnist_arrays
 
     # Data: the cached load is timed on its own, then preprocessed once for every trainer.
     start = time.perf_counter()
     load_mnist()
     load_seconds = time.perf_counter() - start
-    data = recipe.mnist_arrays()
-    steps = bench.steps_for(args.epochs, len(data[0][0]), 128)
+    data = mnist_arrays()
+    steps = args.epochs * steps_per_epoch(len(data[0][0]), 128)
 
     # The contestants: the floor twice (TF kernels, XLA), then each trainer as it ships.
     contestants = {

@@ -1,51 +1,49 @@
 """Train the seed's model three ways with one seed, and tabulate how they compare.
 
-    python scripts/compare.py [--epochs 5] [--seed 0] [--fused] [--out runs/compare]
+    python scripts/compare.py [--epochs 5] [--seed 0] [--fused] [--out runs/compare] [...]
 
 The three trainers: `model.fit` (the recipe `make train` runs), the `tf.GradientTape` loop and
 the hand-written-gradient loop. All start from the same initial weights. Each writes its run
-into `--out/<trainer>/`; the table goes to `--out/compare.md` and to the screen.
+into `--out/<trainer>/`; the table goes to `--out/compare.md` and to the screen. It takes
+`scripts/train.py`'s options; the loops take the same ones, with their own steps per call.
 """
 
-import os
+from dataclasses import fields, replace
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
-
-from keras_bp import cli  # noqa: E402
+from keras_bp import cli
+from keras_bp.config import LOOP_SPEED, LoopConfig, TrainConfig
 
 
 def main():
-    # Setup.
-    args = cli.train_parser(__doc__.splitlines()[0], default_out="runs/compare").parse_args()
-    out = cli.check_out_dir(args.out)  # before the slow imports: bad input fails fast
-    from keras_bp import atomic, gradients, loop, recipe, reproducible, runs
+    # Setup: one set of options for all three trainers; each writes into --out/<trainer>/.
+    args = cli.train_parser(__doc__.splitlines()[0], "fit", out="runs/compare").parse_args()
+    fit_config = cli.config_from_args(args, "fit")
+    out = cli.check_out_dir(fit_config.out)  # before the slow imports: bad input fails fast
+    from keras_bp import atomic, data, loop, recipe, reproducible, runs
 
-    settings = reproducible.configure(args.seed, args.deterministic)
+    settings = reproducible.configure(fit_config.seed, fit_config.deterministic)
 
     # Data.
-    data = recipe.mnist_arrays(args.train_samples)
+    mnist = data.mnist_arrays(fit_config.train_samples)
 
     # Train: model.fit, then the loop with each gradient source, from the same initial weights.
-    results = []
+    shared = {f.name: getattr(fit_config, f.name) for f in fields(TrainConfig)}
     _, fit_metrics = recipe.train_fit(
-        cli.TrainConfig(args.epochs, args.batch_size, args.seed, out / "fit"),
-        data,
-        verbose=2,
-        fresh=args.fresh,
-        extra_metrics=settings,
-        speed={"fused": True} if args.fused else None,
+        replace(fit_config, out=out / "fit"), mnist, verbose=2, extra_metrics=settings
     )
-    results.append(fit_metrics)
+    results = [fit_metrics]
     for kind in ["tape", "manual"]:
-        config = loop.LoopConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            out=out / kind,
-            fresh=args.fresh,
+        config = LoopConfig(
+            **{
+                **shared,
+                "out": out / kind,
+                "speed": replace(
+                    LOOP_SPEED, fused=fit_config.speed.fused, xla=fit_config.speed.xla
+                ),
+            },
+            gradients=kind,
         )
-        source = gradients.make_source(kind, args.seed, fused=args.fused)
-        results.append(loop.train_loop(source, data, config, verbose=2, extra_metrics=settings))
+        results.append(loop.train_loop(config, mnist, verbose=2, extra_metrics=settings)[1])
 
     # Report.
     table = runs.markdown_table(
@@ -61,10 +59,10 @@ def main():
         ],
     )
     header = (
-        f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, "
+        f"{fit_config.epochs} epochs, batch {fit_config.batch_size}, seed {fit_config.seed}, "
         f"{results[0]['train_samples']} training images; TensorFlow "
         f"{results[0]['versions']['tensorflow']}, Keras {results[0]['versions']['keras']}"
-        + ("; RMSprop fused (--fused)" if args.fused else "")
+        + ("; RMSprop fused (--fused)" if fit_config.speed.fused else "")
     )
     report = f"{header}\n\n{table}\n"
     atomic.write_bytes(out / "compare.md", report.encode())

@@ -15,11 +15,10 @@ Run it with:
 
 # Setup
 
-import os
+from keras_bp import cli  # first: it quiets TensorFlow's start-up chatter
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from keras_bp import backprop, cli, gradcheck  # noqa: E402
+# isort: split
+from keras_bp import backprop, gradcheck
 
 cli.Parser(description="The largest errors of the hand-written gradients.").parse_args()
 

@@ -8,20 +8,28 @@ real MNIST in the same order. The table gives the largest absolute weight differ
 pair; the command exits with 1 if any pair differs by more than `--tolerance`.
 """
 
-import os
+from dataclasses import replace
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter quiet
-
-from keras_bp import cli  # noqa: E402
+from keras_bp import cli
+from keras_bp.config import LOOP_SPEED
 
 
 def main():
     # Setup.
     parser = cli.Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=cli.positive_int, default=100)
-    parser.add_argument("--batch-size", type=cli.positive_int, default=128)
-    parser.add_argument("--seed", type=cli.non_negative_int, default=0)
-    parser.add_argument("--tolerance", type=cli.positive_float, default=1e-4)
+    parser.add_argument(
+        "--steps", type=cli.positive_int, default=100, help="training steps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=cli.positive_int, default=128, help="default: %(default)s"
+    )
+    parser.add_argument("--seed", type=cli.non_negative_int, default=0, help="default: %(default)s")
+    parser.add_argument(
+        "--tolerance",
+        type=cli.positive_float,
+        default=1e-4,
+        help="largest weight difference that passes (default: %(default)s)",
+    )
     parser.add_argument(
         "--xla", action="store_true", help="all three with XLA (default: all three without)"
     )
@@ -29,10 +37,11 @@ def main():
         "--fused", action="store_true", help="all three with the fused RMSprop kernel"
     )
     args = parser.parse_args()
-    from keras_bp import parity, recipe
+    speed = replace(LOOP_SPEED, xla=args.xla, fused=args.fused)
+    from keras_bp import data, parity
 
     # Data.
-    (x, y), _ = recipe.mnist_arrays()
+    (x, y), _ = data.mnist_arrays()
     if args.steps * args.batch_size > len(x):
         raise cli.UsageError(
             f"--steps {args.steps} × --batch-size {args.batch_size} exceeds "
@@ -40,9 +49,7 @@ def main():
         )
 
     # Train the three in lockstep.
-    weights = parity.train_in_lockstep(
-        x, y, args.steps, args.batch_size, args.seed, jit_compile=args.xla, fused=args.fused
-    )
+    weights = parity.train_in_lockstep(x, y, args.steps, args.batch_size, args.seed, speed)
     rows, moved = parity.parity_table(weights)
 
     # Report.

@@ -15,10 +15,13 @@ Run it with:
 
 # Setup
 
+from keras_bp import cli  # first: it quiets TensorFlow's start-up chatter
+
+# isort: split
 import numpy as np
 import tensorflow as tf
 
-from keras_bp import backprop, cli
+from keras_bp import backprop
 
 cli.Parser(description="Backpropagation on one neuron, by hand.").parse_args()  # no options
 

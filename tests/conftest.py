@@ -10,20 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The metrics.json keys every trainer writes.
-RUN_KEYS = {
-    "trainer",
-    "test_accuracy",
-    "test_loss",
-    "epochs",
-    "batch_size",
-    "seed",
-    "train_samples",
-    "train_seconds",
-    "history",
-    "versions",
-    "weights_sha256",
-}
+
+class Killed(BaseException):
+    """Stands in for SIGKILL inside one process: not an Exception, so nothing catches it."""
 
 
 @pytest.fixture(scope="session")
@@ -34,17 +23,19 @@ def mnist():
     return load_mnist()
 
 
-@pytest.fixture
-def synthetic_data():
+def make_synthetic_data():
     """A small preprocessed classification problem shaped like MNIST: 784 features, 10 classes."""
+    from keras_bp.data import preprocess
+
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(320, 28, 28), dtype=np.uint8)
     labels = (images.reshape(320, -1)[:, :10].argmax(axis=1)).astype(np.uint8)
-    from keras_bp.data import preprocess
+    return preprocess(images[:256], labels[:256]), preprocess(images[256:], labels[256:])
 
-    train = preprocess(images[:256], labels[:256])
-    test = preprocess(images[256:], labels[256:])
-    return train, test
+
+@pytest.fixture
+def synthetic_data():
+    return make_synthetic_data()
 
 
 def run_script(*args, timeout=600):

@@ -9,14 +9,11 @@ import time
 
 import keras
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, Killed, run_script
 
-from keras_bp.cli import TrainConfig, UsageError
-from keras_bp.recipe import backup_dir, train_fit
-
-
-class Killed(Exception):
-    """Stands in for SIGKILL inside one process."""
+from keras_bp.config import FitConfig
+from keras_bp.recipe import train_fit
+from keras_bp.runlog import resume_dir
 
 
 def kill_after_backup_of_epoch(monkeypatch, epochs_done):
@@ -38,46 +35,35 @@ def train_fit_killed_after_epoch(config, data, monkeypatch, epochs_done):
             train_fit(config, data, verbose=0)
 
 
-def test_a_rerun_resumes_after_the_last_backed_up_epoch(tmp_path, synthetic_data, monkeypatch):
-    config = TrainConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
+def test_a_rerun_resumes_after_the_last_backed_up_epoch(
+    tmp_path, synthetic_data, monkeypatch, capsys
+):
+    config = FitConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
     train_fit_killed_after_epoch(config, synthetic_data, monkeypatch, epochs_done=2)
     assert not (config.out / "metrics.json").exists()
-    killed = json.loads((backup_dir(config.out) / "run.json").read_text())["epochs"]
+    killed = json.loads((resume_dir(config.out) / "run.json").read_text())["epochs"]
     assert len(killed) == 2
 
-    _, metrics = train_fit(config, synthetic_data, verbose=0)
-    assert metrics["resumed_from_epoch"] == 2
+    _, metrics = train_fit(config, synthetic_data, verbose=1)
+    assert "resuming: epoch 3 of 3, step 0" in capsys.readouterr().out
+    assert metrics["resumed_at"] == {"epoch": 3, "step": 0}
     assert metrics["history"]["loss"][:2] == [e["loss"] for e in killed]
+    # The two killed epochs' seconds count, as the third's does.
+    assert metrics["train_seconds"] > sum(e["seconds"] for e in killed)
     assert len(metrics["history"]["loss"]) == len(metrics["history"]["accuracy"]) == 3
-    assert not backup_dir(config.out).exists(), "the backup outlived a saved run"
-
-
-def test_another_runs_backup_is_refused_and_fresh_starts_over(
-    tmp_path, synthetic_data, monkeypatch
-):
-    config = TrainConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
-    train_fit_killed_after_epoch(config, synthetic_data, monkeypatch, epochs_done=1)
-
-    other_seed = TrainConfig(epochs=3, batch_size=32, seed=1, out=config.out)
-    with pytest.raises(UsageError, match=r"another run \(seed 0 vs 1\); pass --fresh"):
-        train_fit(other_seed, synthetic_data, verbose=0)
-    # The fused kernel (or XLA) changes the last bits, so a resume across it is refused too.
-    with pytest.raises(UsageError, match=r"another run \(speed \{\} vs \{'fused': True\}\)"):
-        train_fit(config, synthetic_data, verbose=0, speed={"fused": True})
-    _, metrics = train_fit(other_seed, synthetic_data, verbose=0, fresh=True)
-    assert metrics["resumed_from_epoch"] == 0 and metrics["seed"] == 1
+    assert not resume_dir(config.out).exists(), "the backup outlived a saved run"
 
 
 def test_a_backup_cut_short_by_a_kill_falls_back_to_the_epoch_before(
     tmp_path, synthetic_data, monkeypatch
 ):
-    config = TrainConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
+    config = FitConfig(epochs=3, batch_size=32, seed=0, out=tmp_path / "run")
     train_fit_killed_after_epoch(config, synthetic_data, monkeypatch, epochs_done=2)
-    weights = backup_dir(config.out) / "keras" / "latest.weights.h5"
+    weights = resume_dir(config.out) / "keras" / "latest.weights.h5"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # killed mid-write
 
     _, metrics = train_fit(config, synthetic_data, verbose=0)
-    assert metrics["resumed_from_epoch"] == 1  # epoch 2's backup was unreadable: redone
+    assert metrics["resumed_at"]["epoch"] == 2  # epoch 2's backup was unreadable: redone
     assert len(metrics["history"]["loss"]) == 3
 
 
@@ -104,7 +90,7 @@ def test_killed_mid_epoch_and_rerun_ends_bit_identical_under_deterministic(tmp_p
 
     # Both at once, to halve the wall time; the two cores are shared, the results are not.
     uninterrupted, killed = start(tmp_path / "whole"), start(tmp_path / "killed")
-    metadata = backup_dir(tmp_path / "killed") / "keras" / "training_metadata.json"
+    metadata = resume_dir(tmp_path / "killed") / "keras" / "training_metadata.json"
     deadline = time.monotonic() + 300
     while not _backed_up_epochs(metadata):
         assert killed.poll() is None, killed.stderr.read()[-2000:]
@@ -118,11 +104,11 @@ def test_killed_mid_epoch_and_rerun_ends_bit_identical_under_deterministic(tmp_p
 
     proc = run_script(*args, "--out", tmp_path / "killed")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "resumed after epoch 1" in proc.stdout
+    assert "resuming: epoch 2 of 3, step 0" in proc.stdout
     whole, resumed = (
         json.loads((tmp_path / name / "metrics.json").read_text()) for name in ["whole", "killed"]
     )
-    assert resumed["resumed_from_epoch"] == 1 and whole["resumed_from_epoch"] == 0
+    assert resumed["resumed_at"] == {"epoch": 2, "step": 0} and whole["resumed_at"] is None
     assert resumed["weights_sha256"] == whole["weights_sha256"]
     assert resumed["history"] == whole["history"]
     assert resumed["test_accuracy"] > 0.85

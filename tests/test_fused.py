@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import run_script
 
 from keras_bp import gradients, optimizers, parity
+from keras_bp.config import FitConfig, Speed
 from keras_bp.fused import FusedRMSprop
 from keras_bp.model import build_model
 
@@ -79,14 +80,13 @@ def test_fused_rmsprop_keeps_kerass_config_and_refuses_centered():
     assert type(restored) is FusedRMSprop
     with pytest.raises(ValueError, match="does not support centered=True"):
         FusedRMSprop(centered=True)
-    assert type(build_model(fused=True).optimizer) is FusedRMSprop
+    assert type(build_model(speed=Speed(fused=True)).optimizer) is FusedRMSprop
 
 
 def test_fused_trainers_keep_step_by_step_parity_with_each_other(synthetic_data):
     (x, y), _ = synthetic_data
-    weights = parity.train_in_lockstep(
-        x, y, steps=12, batch_size=16, seed=2, steps_per_call=4, fused=True
-    )
+    speed = Speed(steps_per_call=4, fused=True)
+    weights = parity.train_in_lockstep(x, y, steps=12, batch_size=16, seed=2, speed=speed)
     rows, moved = parity.parity_table(weights)
     assert max(diff for _, diff in rows) <= 1e-6  # measured: fit = tape, manual 6e-8 away
     assert moved > 1e-3  # training really moved the weights
@@ -97,8 +97,8 @@ def test_fused_and_unfused_trainers_agree_to_rounding_after_one_step(synthetic_d
     # do: a last-bit difference can flip a ReLU at its kink, and RMSprop's g/√(v + ε) turns a
     # changed small gradient into a full-size update (about 1e-3 here after 12 steps).
     (x, y), _ = synthetic_data
-    fused = parity.train_in_lockstep(x, y, steps=1, batch_size=16, seed=2, fused=True)
-    plain = parity.train_in_lockstep(x, y, steps=1, batch_size=16, seed=2)
+    fused = parity.train_in_lockstep(x, y, 1, batch_size=16, seed=2, speed=Speed(fused=True))
+    plain = parity.train_in_lockstep(x, y, 1, batch_size=16, seed=2, speed=Speed())
     for trainer in ["fit", "tape", "manual"]:
         assert parity.max_abs_difference(fused[trainer], plain[trainer]) <= 1e-8
     assert parity.max_abs_difference(plain["initial"], plain["fit"]) > 1e-3
@@ -109,12 +109,14 @@ def test_fused_needs_rmsprop(tmp_path):
         "scripts/manual_backprop.py", "--optimizer", "sgd", "--fused", "--out", str(tmp_path)
     )
     assert proc.returncode == 2
-    assert (
-        proc.stderr.strip().splitlines()[-1].endswith("--fused applies to --optimizer rmsprop only")
-    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.endswith("error: fused applies to 'rmsprop' only, received 'sgd'")
     assert not any(tmp_path.iterdir())
 
 
-def test_fused_is_refused_for_sgd_by_the_library_too():
+@pytest.mark.parametrize("kind", ["tape", "manual"])
+def test_fused_is_refused_for_sgd_by_the_library_too(kind):
     with pytest.raises(ValueError, match="fused applies to 'rmsprop' only, received 'sgd'"):
-        gradients.make_source("manual", seed=0, optimizer="sgd", fused=True)
+        gradients.make_source(kind, seed=0, optimizer="sgd", fused=True)
+    with pytest.raises(ValueError, match="fused applies to 'rmsprop' only, received 'sgd'"):
+        FitConfig(optimizer="sgd", speed=Speed(fused=True))

@@ -5,14 +5,15 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import RUN_KEYS, run_script
+from conftest import run_script
 
 from keras_bp import saving
-from keras_bp.cli import TrainConfig
-from keras_bp.data import InputError
-from keras_bp.loop import NonFiniteLoss
+from keras_bp.config import FitConfig, Speed
+from keras_bp.errors import InputError, NonFiniteLoss
 from keras_bp.model import build_model, weights_digest
-from keras_bp.recipe import backup_dir, train_fit
+from keras_bp.recipe import train_fit
+from keras_bp.runlog import resume_dir
+from keras_bp.runs import RUN_KEYS
 
 
 def test_model_is_the_seeds_exactly():
@@ -46,11 +47,11 @@ def test_weights_digest_changes_with_any_bit():
 def test_train_fit_writes_metrics_and_a_safe_loadable_model(tmp_path, synthetic_data):
     out = tmp_path / "run"
     model, metrics = train_fit(
-        TrainConfig(epochs=2, batch_size=32, seed=3, out=out), synthetic_data, verbose=0
+        FitConfig(epochs=2, batch_size=32, seed=3, out=out), synthetic_data, verbose=0
     )
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics
-    assert RUN_KEYS <= set(on_disk)
+    assert set(RUN_KEYS) <= set(on_disk)
     assert (on_disk["epochs"], on_disk["batch_size"], on_disk["seed"]) == (2, 32, 3)
     assert on_disk["trainer"] == "fit"
     assert set(on_disk["versions"]) == {"python", "tensorflow", "keras", "numpy"}
@@ -58,8 +59,10 @@ def test_train_fit_writes_metrics_and_a_safe_loadable_model(tmp_path, synthetic_
     assert 0 <= on_disk["test_accuracy"] <= 1 and np.isfinite(on_disk["test_loss"])
     assert len(on_disk["history"]["loss"]) == 2
 
-    assert on_disk["resumed_from_epoch"] == 0
-    assert not backup_dir(out).exists(), "the backup outlived a saved run"
+    assert on_disk["resumed_at"] is None and on_disk["train_seconds"] > 0
+    assert on_disk["speed"] == {"steps_per_call": 1, "xla": False, "fused": False}
+    assert (on_disk["optimizer"], on_disk["learning_rate"]) == ("rmsprop", 1e-3)
+    assert not resume_dir(out).exists(), "the backup outlived a saved run"
 
     loaded = saving.load_model(out / "model.keras")
     assert weights_digest(loaded) == on_disk["weights_sha256"] == weights_digest(model)
@@ -75,7 +78,7 @@ def test_train_fit_rejects_nan_input_naming_the_array_and_the_count(tmp_path, sy
     x_train = x_train.copy()
     x_train[[3, 7, 7], [0, 5, 9]] = np.nan
     with pytest.raises(InputError, match=r"x_train contains 3 non-finite values"):
-        train_fit(TrainConfig(epochs=1, batch_size=32, out=tmp_path), ((x_train, y_train), test))
+        train_fit(FitConfig(epochs=1, batch_size=32, out=tmp_path), ((x_train, y_train), test))
     assert not any(tmp_path.iterdir())
 
 
@@ -83,10 +86,11 @@ def test_train_fit_starts_where_make_source_starts(tmp_path, synthetic_data):
     from keras_bp.gradients import make_source
 
     # With a zero learning rate the weights fit ends with are the ones it started from.
-    config = TrainConfig(epochs=1, batch_size=128, seed=5, out=tmp_path)
-    model, _ = train_fit(config, synthetic_data, verbose=0, learning_rate=0.0)
-    assert weights_digest(model) == weights_digest(make_source("tape", 5).model())
-    assert weights_digest(model) != weights_digest(make_source("tape", 6).model())
+    config = FitConfig(epochs=1, batch_size=128, seed=5, out=tmp_path, learning_rate=0.0)
+    model, _ = train_fit(config, synthetic_data, verbose=0)
+    for kind in ["tape", "manual"]:
+        assert weights_digest(model) == weights_digest(make_source(kind, 5).variables)
+        assert weights_digest(model) != weights_digest(make_source(kind, 6).variables)
 
 
 class AbsurdFrom(keras.optimizers.schedules.LearningRateSchedule):
@@ -113,17 +117,17 @@ def test_divergence_stops_naming_epoch_and_step_and_keeps_the_last_good_backup(
     learning_rate, error, tmp_path, synthetic_data
 ):
     out = tmp_path / "diverged"
-    config = TrainConfig(epochs=3, batch_size=32, seed=0, out=out)
+    config = FitConfig(epochs=3, batch_size=32, seed=0, out=out, learning_rate=learning_rate)
     with pytest.raises(NonFiniteLoss, match=error) as stop:
-        train_fit(config, synthetic_data, verbose=0, learning_rate=learning_rate)
-    assert f"the backup of epoch 1 is kept in {backup_dir(out)}" in str(stop.value)
+        train_fit(config, synthetic_data, verbose=0)
+    assert f"the backup of epoch 1 is kept in {resume_dir(out)}" in str(stop.value)
     assert not (out / "model.keras").exists() and not (out / "metrics.json").exists()
 
     # The backup is still epoch 1's state, the same as a run that stopped there.
     one_epoch, _ = train_fit(
-        TrainConfig(epochs=1, batch_size=32, seed=0, out=tmp_path / "one"), synthetic_data, 0
+        FitConfig(epochs=1, batch_size=32, seed=0, out=tmp_path / "one"), synthetic_data, 0
     )
-    keras_backup = backup_dir(out) / "keras"
+    keras_backup = resume_dir(out) / "keras"
     assert json.loads((keras_backup / "training_metadata.json").read_text())["epoch"] == 1
     restored = build_model()
     restored.optimizer.learning_rate = learning_rate  # the same optimizer variables
@@ -158,7 +162,7 @@ def test_same_seed_same_initial_weights_different_seed_different():
         (
             # "--stale-backup" is no option: the test leaves a 5-epoch run's backup in --out.
             ["--epochs", "2", "--stale-backup"],
-            "holds the backup of another run (epochs 5 vs 2); pass --fresh to start over",
+            "holds the resume state of another run (epochs 5 vs 2",
         ),
     ],
 )
@@ -178,12 +182,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 
 def write_backup_identity(out, epochs):
-    """Leave in `out` the backup identity of a killed real-MNIST run of `epochs` epochs."""
-    identity = {"trainer": "fit", "samples": 60000, "seed": 0, "batch_size": 128, "speed": {}}
-    backup_dir(out).mkdir(parents=True)
-    (backup_dir(out) / "run.json").write_text(
-        json.dumps({"identity": {**identity, "epochs": epochs}, "epochs": []})
-    )
+    """Leave in `out` the identity of a killed `make train` run of `epochs` epochs."""
+    from keras_bp.data import data_fingerprint, mnist_arrays
+    from keras_bp.runlog import RunLog, run_identity
+
+    (x, y), _ = mnist_arrays()
+    config = FitConfig(epochs=epochs, out=out)
+    RunLog(out, run_identity(config, data_fingerprint(x, y), len(x)))
 
 
 def test_make_train_smoke_on_real_mnist(tmp_path):
@@ -202,8 +207,8 @@ def test_make_train_smoke_on_real_mnist(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=5e-5)
     assert metrics["train_samples"] == 4096
-    assert metrics["deterministic"] is True and metrics["resumed_from_epoch"] == 0
-    assert not backup_dir(out).exists()
+    assert metrics["deterministic"] is True and metrics["resumed_at"] is None
+    assert not resume_dir(out).exists()
     # 32 steps of the seed's recipe on real digits already beat chance by far.
     assert accuracy > 0.80
     assert (out / "model.keras").stat().st_size > 0
@@ -211,7 +216,7 @@ def test_make_train_smoke_on_real_mnist(tmp_path):
 
 @pytest.mark.slow
 def test_seed_recipe_reaches_published_accuracy(tmp_path):
-    _, metrics = train_fit(TrainConfig(out=tmp_path / "fit"), verbose=2)
+    _, metrics = train_fit(FitConfig(out=tmp_path / "fit"), verbose=2)
     print(f"fit recipe test accuracy: {metrics['test_accuracy']:.4f}")
     assert metrics["test_accuracy"] >= 0.975
 
@@ -219,19 +224,21 @@ def test_seed_recipe_reaches_published_accuracy(tmp_path):
 def test_fit_speed_settings_keep_the_recipes_updates(tmp_path, synthetic_data):
     """steps_per_execution, XLA and the fused RMSprop change how fit runs, not what it computes."""
     settings = {
-        "stock": None,
-        "xla": {"steps_per_execution": 4, "jit_compile": True},
-        "fused": {"steps_per_execution": 4, "fused": True},
+        "stock": Speed(),
+        "xla": Speed(steps_per_call=4, xla=True),
+        "fused": Speed(steps_per_call=4, fused=True),
     }
     weights = {
         name: train_fit(
-            TrainConfig(1, 32, 0, tmp_path / name), synthetic_data, verbose=0, speed=speed
+            FitConfig(epochs=1, batch_size=32, out=tmp_path / name, speed=speed),
+            synthetic_data,
+            verbose=0,
         )[0].get_weights()
         for name, speed in settings.items()
     }
     keras.utils.set_random_seed(0)
     initial = build_model().get_weights()
-    fast_model = build_model(steps_per_execution=4, jit_compile=True)
+    fast_model = build_model(speed=settings["xla"])
     assert fast_model.jit_compile is True and fast_model.steps_per_execution == 4
     moved = max(np.max(np.abs(a - b)) for a, b in zip(weights["stock"], initial, strict=True))
     assert moved > 1e-3  # 8 RMSprop steps really moved the weights

@@ -9,32 +9,32 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT
+from conftest import ROOT, Killed
 
-from keras_bp import gradients
 from keras_bp.checkpoints import RunCheckpoint
-from keras_bp.cli import TrainConfig, UsageError
-from keras_bp.loop import LoopConfig, NonFiniteLoss, train_loop
+from keras_bp.config import FitConfig, LoopConfig, Speed
+from keras_bp.errors import NonFiniteLoss
+from keras_bp.loop import train_loop
 from keras_bp.recipe import train_fit
+from keras_bp.runlog import resume_dir
 
 
-def _config(out, **kwargs):
-    return LoopConfig(
-        **{
-            "epochs": 2,
-            "batch_size": 24,
-            "seed": 5,
-            "out": out,
-            "steps_per_call": 3,
-            "checkpoint_every": 4,
-            **kwargs,
-        }
-    )
+def _config(out, kind="manual", **kwargs):
+    settings = {
+        "gradients": kind,
+        "epochs": 2,
+        "batch_size": 24,
+        "seed": 5,
+        "out": out,
+        "checkpoint_every": 4,
+        "speed": Speed(steps_per_call=3),
+        **kwargs,
+    }
+    return LoopConfig(**settings)
 
 
-def _run(kind, data, out, fused=False, **kwargs):
-    source = gradients.make_source(kind, seed=5, fused=fused)
-    return train_loop(source, data, _config(out, **kwargs), verbose=0)
+def _run(kind, data, out, **kwargs):
+    return train_loop(_config(out, kind, **kwargs), data, verbose=0)[1]
 
 
 @pytest.mark.parametrize("kind", ["tape", "manual"])
@@ -46,16 +46,25 @@ def test_same_seed_gives_bit_identical_weights(kind, tmp_path, synthetic_data):
 
 def test_fit_same_seed_gives_bit_identical_weights(tmp_path, synthetic_data):
     digests = [
-        train_fit(TrainConfig(2, 32, 4, tmp_path / name), synthetic_data, verbose=0)[1][
-            "weights_sha256"
-        ]
+        train_fit(
+            FitConfig(epochs=2, batch_size=32, seed=4, out=tmp_path / name), synthetic_data, 0
+        )[1]["weights_sha256"]
         for name in ["a", "b"]
     ]
     assert digests[0] == digests[1]
 
 
-class _Killed(BaseException):
-    """Stands in for SIGKILL in-process: not an Exception, so nothing catches it."""
+def _kill_at_save(monkeypatch, saves_before_kill):
+    """Make the `saves_before_kill`-th checkpoint save the last thing the process does."""
+    real_save, saves = RunCheckpoint.save, []
+
+    def save_then_die(self, epoch, step):
+        real_save(self, epoch, step)
+        saves.append((epoch, step))
+        if len(saves) == saves_before_kill:
+            raise Killed
+
+    monkeypatch.setattr(RunCheckpoint, "save", save_then_die)
 
 
 # 11 steps an epoch; without XLA, saves at steps 6 and 10, then at the epoch end: save 1 is
@@ -75,70 +84,50 @@ def test_resume_after_interruption_is_bit_identical(
 ):
     # With XLA, chunks of 5 divide the 10 full steps: one XLA shape (5, 24); the partial
     # batch (1, 16) runs on the graph without XLA.
-    options = {"jit_compile": True, "steps_per_call": 5, "checkpoint_every": 5} if xla else {}
-    options["fused"] = fused
+    speed = Speed(steps_per_call=5 if xla else 3, xla=xla, fused=fused)
+    options = {"speed": speed, "checkpoint_every": 5 if xla else 4}
     uninterrupted = _run(kind, synthetic_data, tmp_path / "whole", **options)
-    assert uninterrupted["speed"]["fused"] is fused and uninterrupted["speed"]["jit_compile"] is xla
+    assert uninterrupted["speed"] == {
+        "steps_per_call": speed.steps_per_call,
+        "xla": xla,
+        "fused": fused,
+    }
 
-    real_save, saves = RunCheckpoint.save, []
-
-    def save_then_die(self, epoch, step):
-        real_save(self, epoch, step)
-        saves.append((epoch, step))
-        if len(saves) == saves_before_kill:
-            raise _Killed
-
-    monkeypatch.setattr(RunCheckpoint, "save", save_then_die)
-    with pytest.raises(_Killed):
-        _run(kind, synthetic_data, tmp_path / "killed", **options)
+    with monkeypatch.context() as patch:
+        _kill_at_save(patch, saves_before_kill)
+        with pytest.raises(Killed):
+            _run(kind, synthetic_data, tmp_path / "killed", **options)
     assert not (tmp_path / "killed" / "metrics.json").exists()
-    monkeypatch.setattr(RunCheckpoint, "save", real_save)
 
     resumed = _run(kind, synthetic_data, tmp_path / "killed", **options)
     assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
     assert resumed["history"] == uninterrupted["history"]
+    assert resumed["resumed_at"] is not None and uninterrupted["resumed_at"] is None
 
 
-def _interrupted(kind, data, out, monkeypatch, **kwargs):
-    """Run until the first checkpoint, then stop as a kill would."""
-    real_save = RunCheckpoint.save
-
-    def save_then_die(self, epoch, step):
-        real_save(self, epoch, step)
-        raise _Killed
-
-    monkeypatch.setattr(RunCheckpoint, "save", save_then_die)
-    with pytest.raises(_Killed):
-        train_loop(gradients.make_source(kind, seed=5, **kwargs), data, _config(out), verbose=0)
-    monkeypatch.setattr(RunCheckpoint, "save", real_save)
-
-
-def test_checkpoints_of_another_run_are_refused_and_fresh_starts_over(
-    tmp_path, synthetic_data, monkeypatch
+def test_resumed_metrics_say_where_and_count_the_seconds_of_every_segment(
+    tmp_path, synthetic_data, monkeypatch, capsys
 ):
-    _interrupted("manual", synthetic_data, tmp_path, monkeypatch)
-    with pytest.raises(UsageError, match="holds checkpoints of another run.*seed 5 vs 9"):
-        train_loop(
-            gradients.make_source("manual", seed=9),
-            synthetic_data,
-            _config(tmp_path, seed=9, epochs=1),
-            verbose=0,
-        )
-    other_optimizer = gradients.make_source("manual", seed=5, optimizer="sgd")
-    with pytest.raises(UsageError, match="optimizer RMSprop vs SGD"):
-        train_loop(other_optimizer, synthetic_data, _config(tmp_path), verbose=0)
-    fresh = train_loop(
-        gradients.make_source("manual", seed=9),
-        synthetic_data,
-        _config(tmp_path, seed=9, epochs=1, fresh=True),
-        verbose=0,
-    )
-    assert fresh["seed"] == 9
+    """Killed at the epoch-2 checkpoint of step 6: resumed at epoch 2, step 6."""
+    with monkeypatch.context() as patch:
+        _kill_at_save(patch, 4)  # saves: (0, 6), (0, 10), (1, 0), (1, 6)
+        with pytest.raises(Killed):
+            _run("manual", synthetic_data, tmp_path)
+    before = json.loads((resume_dir(tmp_path) / "run.json").read_text())["epochs"]
+    assert len(before) == 1 and before[0]["seconds"] > 0
+
+    config = _config(tmp_path)
+    _, metrics = train_loop(config, synthetic_data, verbose=1)
+    assert f"resuming: epoch 2 of 2, step 6 (from {resume_dir(tmp_path)}" in capsys.readouterr().out
+    assert metrics["resumed_at"] == {"epoch": 2, "step": 6}
+    # Epoch 1's seconds come from the killed process, epoch 2's from both.
+    assert metrics["train_seconds"] > before[0]["seconds"]
+    assert not resume_dir(tmp_path).exists()
 
 
 def test_a_finished_run_leaves_no_checkpoints_so_a_rerun_trains_anew(tmp_path, synthetic_data):
     first = _run("manual", synthetic_data, tmp_path, epochs=1)
-    assert not (tmp_path / "checkpoints").exists()
+    assert not resume_dir(tmp_path).exists()
     again = _run("manual", synthetic_data, tmp_path, epochs=1)
     assert again["weights_sha256"] == first["weights_sha256"]
     assert again["train_seconds"] > 0
@@ -148,26 +137,23 @@ def test_weights_that_break_after_a_finite_loss_are_never_checkpointed(tmp_path,
     # One full-batch step: its loss is finite (computed before the update), but an update
     # of 1e39 overflows float32, so the weights are Inf when the epoch ends.
     (x, y), test = synthetic_data
-    source = gradients.make_source("manual", seed=5, optimizer="sgd", learning_rate=1e39)
-    config = _config(tmp_path, epochs=1, batch_size=len(x))
+    config = _config(tmp_path, epochs=1, batch_size=len(x), optimizer="sgd", learning_rate=1e39)
     with pytest.raises(NonFiniteLoss, match="weights became non-finite by epoch 1, step 1"):
-        train_loop(source, ((x, y), test), config, verbose=0)
+        train_loop(config, ((x, y), test), verbose=0)
     assert not (tmp_path / "metrics.json").exists()
-    assert tf.train.latest_checkpoint(tmp_path / "checkpoints") is None
+    assert tf.train.latest_checkpoint(resume_dir(tmp_path) / "checkpoints") is None
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, synthetic_data):
-    source = gradients.make_source("manual", seed=5, optimizer="sgd", learning_rate=1e30)
+    config = _config(
+        tmp_path, optimizer="sgd", learning_rate=1e30, checkpoint_every=1, speed=Speed(1)
+    )
     with pytest.raises(NonFiniteLoss, match=r"loss became (nan|inf) at epoch 1, step \d+"):
-        train_loop(
-            source,
-            synthetic_data,
-            _config(tmp_path, checkpoint_every=1, steps_per_call=1),
-            verbose=0,
-        )
+        train_loop(config, synthetic_data, verbose=0)
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "model.keras").exists()
     # The checkpoint a rerun would trust holds finite weights only.
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(tmp_path / "checkpoints"))
+    checkpoints = resume_dir(tmp_path) / "checkpoints"
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(checkpoints))
     names = [n for n in reader.get_variable_to_shape_map() if n.startswith("variables/")]
     assert names
     for name in names:
@@ -181,7 +167,7 @@ def test_non_finite_input_is_rejected_before_training(tmp_path, synthetic_data):
     x[5, 1] = np.inf
     with pytest.raises(ValueError, match="x_train contains 2 non-finite values"):
         _run("tape", ((x, y), test), tmp_path)
-    assert not (tmp_path / "checkpoints").exists()
+    assert not resume_dir(tmp_path).exists()
 
 
 def _command(script, out):
@@ -215,7 +201,7 @@ def test_sigkill_and_rerun_finishes_bit_identical(script, tmp_path):
     proc = subprocess.Popen(
         _command(script, out), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
-    index = out / "checkpoints" / "checkpoint"
+    index = resume_dir(out) / "checkpoints" / "checkpoint"
     deadline = time.monotonic() + 300
     while not (index.exists() and "ckpt-2" in index.read_text()) and proc.poll() is None:
         assert time.monotonic() < deadline
@@ -227,7 +213,7 @@ def test_sigkill_and_rerun_finishes_bit_identical(script, tmp_path):
 
     rerun = subprocess.run(_command(script, out), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "Resuming from" in rerun.stdout
+    assert "resuming: epoch " in rerun.stdout
     hashes = [
         json.loads((d / "metrics.json").read_text())["weights_sha256"]
         for d in (tmp_path / "clean", out)

@@ -6,15 +6,15 @@ import keras
 import numpy as np
 import pytest
 
-from keras_bp import gradients, loop, saving
-from keras_bp.cli import TrainConfig
+from keras_bp import loop, saving
+from keras_bp.config import FitConfig, LoopConfig, Speed
 from keras_bp.layers import ManualDense
 from keras_bp.model import build_model, weights_digest
 from keras_bp.recipe import train_fit
 
 
 def saved_by_train_fit(tmp_path, data):
-    model, _ = train_fit(TrainConfig(epochs=1, batch_size=64, seed=1, out=tmp_path), data, 0)
+    model, _ = train_fit(FitConfig(epochs=1, batch_size=64, seed=1, out=tmp_path), data, 0)
     return model
 
 
@@ -28,10 +28,11 @@ def saved_manual_dense(tmp_path, data):
 
 def saved_by_train_loop(kind, fused=False):
     def save(tmp_path, data):
-        source = gradients.make_source(kind, seed=1, fused=fused)
-        config = loop.LoopConfig(epochs=1, batch_size=64, out=tmp_path)
-        loop.train_loop(source, data, config, verbose=0)
-        return source.model()
+        speed = Speed(steps_per_call=52, fused=fused)
+        config = LoopConfig(
+            gradients=kind, epochs=1, batch_size=64, seed=1, out=tmp_path, speed=speed
+        )
+        return loop.train_loop(config, data, verbose=0)[0]
 
     return save
 

@@ -1,0 +1,156 @@
+"""Every setting of a training run, with each default defined once. No TensorFlow here.
+
+`FitConfig` drives `model.fit` (`keras_bp.recipe`), `LoopConfig` the custom loop with either
+gradient source (`keras_bp.loop`). Both carry one `Speed`: how the trainer executes. The CLI turns
+options into these configs; the trainers, their metrics and their resume identity read them.
+"""
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar
+
+GRADIENT_SOURCES = ("tape", "manual")
+OPTIMIZERS = ("rmsprop", "sgd")
+# The learning rates of keras.optimizers.RMSprop and SGD; keras_bp's hand-written optimizers
+# share them (a test checks all three places agree).
+DEFAULT_LEARNING_RATES = {"rmsprop": 1e-3, "sgd": 0.01}
+# Where each trainer writes its run unless told otherwise.
+DEFAULT_OUT = {"fit": "runs/fit", "tape": "runs/custom_loop", "manual": "runs/manual"}
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}: expected a positive integer, received {value!r}")
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How a trainer executes. None of it changes the update rule, but each changes the last bits
+    of the weights, so a run is resumed only with the speed it started with.
+
+    Args:
+        steps_per_call: training steps per compiled call (`fit`'s `steps_per_execution`).
+        xla: compile with XLA (`jit_compile=True`). `False` leaves `fit` on Keras's default.
+        fused: RMSprop's update as one kernel (`keras_bp.fused`); rmsprop only.
+    """
+
+    steps_per_call: int = 1
+    xla: bool = False
+    fused: bool = False
+
+    def __post_init__(self):
+        _check_positive_int("steps_per_call", self.steps_per_call)
+
+
+# fit as published: Keras's one step per call. The loop: 468 full batches of MNIST = 9 calls of 52.
+FIT_SPEED = Speed(steps_per_call=1)
+LOOP_SPEED = Speed(steps_per_call=52)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What every trainer takes; the defaults are the seed's recipe.
+
+    Args:
+        epochs, batch_size: the recipe's `fit(epochs=5, batch_size=128)`.
+        seed: fixes the initial weights and every epoch's shuffle.
+        train_samples: train on the first N training images; `None`: all of them.
+        optimizer: `"rmsprop"` (the recipe's) or `"sgd"`.
+        learning_rate: `None` for the optimizer's default (`DEFAULT_LEARNING_RATES`); `fit`
+            also takes a `keras.optimizers.schedules.LearningRateSchedule`.
+        deterministic: bit-identical reruns (`keras_bp.reproducible`).
+        fresh: delete the run's resume state in `out` instead of resuming from it.
+        out: the run's directory; `None` for the trainer's `DEFAULT_OUT`.
+        speed: how the trainer executes (`Speed`).
+    """
+
+    epochs: int = 5
+    batch_size: int = 128
+    seed: int = 0
+    train_samples: int | None = None
+    optimizer: str = "rmsprop"
+    learning_rate: object = None
+    deterministic: bool = False
+    fresh: bool = False
+    out: Path | None = None
+    speed: Speed = FIT_SPEED
+
+    trainer: ClassVar[str]  # "fit", "tape" or "manual": set by each subclass
+
+    def __post_init__(self):
+        if type(self) is TrainConfig:
+            raise TypeError("TrainConfig is the shared base: use FitConfig or LoopConfig")
+        _check_positive_int("epochs", self.epochs)
+        _check_positive_int("batch_size", self.batch_size)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, received {self.seed!r}")
+        if self.train_samples is not None:
+            _check_positive_int("train_samples", self.train_samples)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer: expected one of {OPTIMIZERS}, received {self.optimizer!r}"
+            )
+        lr = self.learning_rate
+        if isinstance(lr, int | float) and not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"learning_rate: expected a finite number >= 0, received {lr}")
+        if self.speed.fused and self.optimizer != "rmsprop":
+            raise ValueError(f"fused applies to 'rmsprop' only, received {self.optimizer!r}")
+        if self.out is None:
+            object.__setattr__(self, "out", Path(DEFAULT_OUT[self.trainer]))
+        object.__setattr__(self, "out", Path(self.out))
+
+    @property
+    def resolved_learning_rate(self):
+        """The learning rate training uses: the one given, or the optimizer's default."""
+        if self.learning_rate is None:
+            return DEFAULT_LEARNING_RATES[self.optimizer]
+        return self.learning_rate
+
+
+@dataclass(frozen=True)
+class FitConfig(TrainConfig):
+    """`TrainConfig` for `model.fit`: `speed.steps_per_call` is `steps_per_execution`."""
+
+    trainer: ClassVar[str] = "fit"
+
+
+@dataclass(frozen=True)
+class LoopConfig(TrainConfig):
+    """`TrainConfig` for the custom loop.
+
+    Args:
+        gradients: where the gradients come from: `"tape"` or `"manual"` (hand-written).
+        checkpoint_every: checkpoint at the first call boundary at least this many steps after
+            the last save, and at every epoch end; 0: at epoch ends only.
+    """
+
+    gradients: str = "tape"
+    checkpoint_every: int = 100
+    speed: Speed = field(default=LOOP_SPEED)
+
+    def __post_init__(self):
+        if self.gradients not in GRADIENT_SOURCES:
+            raise ValueError(
+                f"gradients: expected one of {GRADIENT_SOURCES}, received {self.gradients!r}"
+            )
+        if isinstance(self.checkpoint_every, bool) or not (
+            isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0
+        ):
+            raise ValueError(
+                f"checkpoint_every: expected an integer >= 0, received {self.checkpoint_every!r}"
+            )
+        super().__post_init__()
+
+    @property
+    def trainer(self):
+        return self.gradients
+
+
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    """Batches in one pass over `samples`: the last one is partial when they don't divide."""
+    return math.ceil(samples / batch_size)
+
+
+def field_names(cls) -> set:
+    return {f.name for f in fields(cls)}

@@ -1,0 +1,136 @@
+"""One run identity and one epoch log for both resume paths: `fit`'s backup, the loop's checkpoints.
+
+A run keeps what a resume needs in `OUT/resume/`: `run.json` (this module) beside the trainer's own
+state (`keras/`, Keras's `BackupAndRestore`, for `fit`; `checkpoints/` for the loop). `run.json`
+holds the run's identity, every setting that changes the result, and each finished epoch's
+metrics and seconds. A rerun with any other setting is refused in one line before anything is
+restored; `--fresh` deletes `OUT/resume/` first, and a finished run deletes it.
+
+Both trainers log an epoch before they save the state that follows it. A kill between the two
+leaves a log one epoch ahead of the state; the resumed run redoes that epoch and overwrites its
+entry, so the history always describes the weights that were saved.
+"""
+
+import dataclasses
+import json
+import numbers
+import shutil
+from pathlib import Path
+
+from keras_bp import atomic
+from keras_bp.errors import UsageError
+
+
+def resume_dir(out) -> Path:
+    """Where a run in `out` keeps what a resume needs; deleted once the run is saved."""
+    return Path(out) / "resume"
+
+
+def run_identity(config, data_fingerprint: str, samples: int) -> dict:
+    """Every setting of `config` that changes the trained weights, plus the data it trains on."""
+    return {
+        "trainer": config.trainer,
+        "samples": samples,
+        "data": data_fingerprint,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "optimizer": config.optimizer,
+        "learning_rate": _describe(config.resolved_learning_rate),
+        # Op determinism picks other kernels for some ops: other last bits.
+        "deterministic": config.deterministic,
+        "speed": dataclasses.asdict(config.speed),
+    }
+
+
+class RunLog:
+    """The identity of a run and its finished epochs, in `resume_dir(out)/run.json`.
+
+    Args:
+        out: the run's output directory.
+        identity: `run_identity(...)` of the run about to start.
+        fresh: delete any earlier resume state in `out` first.
+
+    Raises:
+        UsageError: `out` holds the resume state of a run with another identity.
+    """
+
+    def __init__(self, out, identity: dict, fresh=False):
+        self.directory = resume_dir(out)
+        self.path = self.directory / "run.json"
+        self.identity = identity
+        if fresh:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        self.epochs = []
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if saved["identity"] != identity:
+                raise UsageError(
+                    f"{self.directory} holds the resume state of another run "
+                    f"({_differences(saved['identity'], identity)}); pass --fresh to start "
+                    "over, or choose another --out"
+                )
+            self.epochs = saved["epochs"]
+        else:  # written before any state, so no state is ever without its identity
+            self._write()
+
+    def record_epoch(self, epoch: int, metrics: dict, seconds: float):
+        """Log finished `epoch` (0-based): its metrics and training seconds; drops later entries."""
+        entry = {**{k: float(v) for k, v in metrics.items()}, "seconds": float(seconds)}
+        self.epochs = [*self.epochs[:epoch], entry]
+        self._write()
+
+    def history(self, epochs: int) -> dict:
+        """`{metric: [value per epoch]}` for the first `epochs` epochs."""
+        done = self.epochs[:epochs]
+        keys = [k for k in (done[0] if done else {}) if k != "seconds"]
+        return {k: [e[k] for e in done] for k in keys}
+
+    def train_seconds(self, epochs: int) -> float:
+        """Training seconds of the first `epochs` epochs, summed over every resumed segment.
+
+        An epoch redone after a kill counts once: its entry holds the run that finished it.
+        """
+        return sum(e["seconds"] for e in self.epochs[:epochs])
+
+    def _write(self):
+        atomic.write_json(self.path, {"identity": self.identity, "epochs": self.epochs})
+
+    def finish(self):
+        """The run is saved: drop its resume state, so the same command trains anew."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def resume_message(epoch: int, step: int, epochs: int, where) -> str:
+    """What a resumed run prints before it trains: `epoch` is 0-based, `step` within it."""
+    if epoch >= epochs:  # killed after the last epoch, before the run was saved
+        return f"resuming: all {epochs} epochs trained, evaluating and saving (from {where})"
+    return f"resuming: epoch {epoch + 1} of {epochs}, step {step} (from {where})"
+
+
+def _describe(learning_rate):
+    """A JSON value for a learning rate: the number, or a schedule's class and config."""
+    if isinstance(learning_rate, numbers.Real):
+        return float(learning_rate)
+    get_config = getattr(learning_rate, "get_config", None)
+    try:
+        config = get_config() if get_config else None
+    except NotImplementedError:
+        config = None
+    return {"schedule": type(learning_rate).__qualname__, "config": config}
+
+
+def _differences(saved: dict, current: dict) -> str:
+    """`seed 5 vs 9, speed.xla False vs True`: each setting that differs, saved value first."""
+    parts = []
+    for key in [*current, *(k for k in saved if k not in current)]:
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            parts += [
+                f"{key}.{k} {old.get(k)} vs {new.get(k)}"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            ]
+        elif old != new:
+            parts.append(f"{key} {old} vs {new}")
+    return ", ".join(parts)

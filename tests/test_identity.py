@@ -1,0 +1,99 @@
+"""One run identity for both resume paths: any setting that changes the result is refused.
+
+`fit` and the loop each leave the resume state of a killed run; a rerun that changes one
+setting is refused in one line naming it, before anything is restored or trained.
+"""
+
+from dataclasses import replace
+
+import keras
+import pytest
+from conftest import Killed, make_synthetic_data
+
+from keras_bp.checkpoints import RunCheckpoint
+from keras_bp.config import FitConfig, LoopConfig, Speed
+from keras_bp.errors import UsageError
+from keras_bp.loop import train_loop
+from keras_bp.recipe import train_fit
+from keras_bp.runlog import resume_dir
+
+FIT = FitConfig(epochs=2, batch_size=24, seed=5, speed=Speed(steps_per_call=3))
+LOOP = LoopConfig(gradients="manual", epochs=2, batch_size=24, seed=5, speed=Speed(3))
+
+# Each setting that changes the trained weights, and what the refusal says about it.
+CHANGES = {
+    "seed": ({"seed": 9}, "seed 5 vs 9"),
+    "batch size": ({"batch_size": 16}, "batch_size 24 vs 16"),
+    "epochs": ({"epochs": 3}, "epochs 2 vs 3"),
+    "data": ({"train_samples": 200}, "samples 256 vs 200, data "),
+    "optimizer": ({"optimizer": "sgd"}, "optimizer rmsprop vs sgd"),
+    "learning rate": ({"learning_rate": 0.01}, "learning_rate 0.001 vs 0.01"),
+    "deterministic": ({"deterministic": True}, "deterministic False vs True"),
+    "fused": ({"speed": Speed(3, fused=True)}, "speed.fused False vs True"),
+    "xla": ({"speed": Speed(3, xla=True)}, "speed.xla False vs True"),
+    "steps per call": ({"speed": Speed(4)}, "speed.steps_per_call 3 vs 4"),
+}
+
+
+def _fit_killed_after_epoch_1(config):
+    backup = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        backup(self, epoch, logs)
+        raise Killed
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", on_epoch_end)
+        with pytest.raises(Killed):
+            train_fit(config, make_synthetic_data(), verbose=0)
+
+
+def _loop_killed_at_first_checkpoint(config):
+    save = RunCheckpoint.save
+
+    def save_then_die(self, epoch, step):
+        save(self, epoch, step)
+        raise Killed
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunCheckpoint, "save", save_then_die)
+        with pytest.raises(Killed):
+            train_loop(config, make_synthetic_data(), verbose=0)
+
+
+@pytest.fixture(scope="module")
+def killed_runs(tmp_path_factory):
+    """`{trainer: (config, train)}`: a killed run's config in its own `out`, and its trainer."""
+    fit = replace(FIT, out=tmp_path_factory.mktemp("fit"))
+    loop = replace(LOOP, out=tmp_path_factory.mktemp("loop"))
+    _fit_killed_after_epoch_1(fit)
+    _loop_killed_at_first_checkpoint(loop)
+    return {"fit": (fit, train_fit), "loop": (loop, train_loop)}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize("trainer", ["fit", "loop"])
+def test_a_changed_setting_is_refused_on_resume_naming_it(trainer, change, killed_runs):
+    config, train = killed_runs[trainer]
+    settings, message = CHANGES[change]
+    state = sorted(p.name for p in resume_dir(config.out).rglob("*"))
+    with pytest.raises(UsageError, match="holds the resume state of another run") as refused:
+        train(replace(config, **settings), make_synthetic_data(), verbose=0)
+    assert message in str(refused.value)
+    assert str(refused.value).endswith("pass --fresh to start over, or choose another --out")
+    assert "\n" not in str(refused.value)
+    assert sorted(p.name for p in resume_dir(config.out).rglob("*")) == state  # untouched
+
+
+@pytest.mark.parametrize("trainer", ["fit", "loop"])
+def test_fresh_starts_over_with_the_changed_setting(trainer, tmp_path):
+    config = replace(FIT if trainer == "fit" else LOOP, out=tmp_path)
+    kill, train = (
+        (_fit_killed_after_epoch_1, train_fit)
+        if trainer == "fit"
+        else (_loop_killed_at_first_checkpoint, train_loop)
+    )
+    kill(config)
+    _, metrics = train(replace(config, seed=9, fresh=True), make_synthetic_data(), verbose=0)
+    assert metrics["seed"] == 9 and metrics["resumed_at"] is None
+    assert not resume_dir(tmp_path).exists()
