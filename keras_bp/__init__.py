@@ -1,8 +1,11 @@
-"""keras_bp: backpropagation on the classic Keras MNIST example, three ways.
+"""keras_bp: backpropagation on the classic Keras MNIST example, trained three ways.
 
-- `keras_bp.recipe`: the seed's recipe through `model.fit`;
-- `keras_bp.backprop`: forward/backward pairs written out by hand;
-- `keras_bp.layers.ManualDense`: a Keras layer whose gradient is the hand-written one.
+- `make train`: the recipe exactly, through `model.fit` (`keras_bp.recipe`);
+- `make custom-loop`: the custom loop with `tf.GradientTape` gradients (`keras_bp.loop`);
+- `make manual`: the same loop with hand-written gradients (`keras_bp.backprop`), no autodiff.
+
+Start reading at `keras_bp.reference`: the loop in plain form, with either gradient source
+(`keras_bp.gradients`). The README's Layout section maps the modules.
 """
 
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@ optimizer applies it: the tape and Keras's optimizer, or `keras_bp.backprop` and
 """
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import keras
 import tensorflow as tf
@@ -17,6 +17,7 @@ from keras_bp.config import GRADIENT_SOURCES, Speed
 from keras_bp.model import build_model, keras_optimizer
 
 
+@runtime_checkable
 class GradientSource(Protocol):
     """What the training loop needs from a gradient source."""
 

@@ -1,7 +1,6 @@
 """`model.fit` resumes after a kill: from `--out`'s backup, with the whole history, same weights."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -76,13 +75,11 @@ def test_killed_mid_epoch_and_rerun_ends_bit_identical_under_deterministic(tmp_p
     restarted process replays the order the uninterrupted one used (see `keras_bp.fit_guards`).
     """
     args = ["scripts/train.py", "--train-samples", "6000", "--epochs", "3", "--deterministic"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
     def start(out):
         return subprocess.Popen(
             [sys.executable, *args, "--out", str(out)],
             cwd=ROOT,
-            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
