@@ -16,10 +16,14 @@ import tensorflow as tf
 
 from keras_bp.config import FIT_SPEED, LOOP_SPEED, FitConfig, LoopConfig, Speed
 from keras_bp.loop import train_loop
+from keras_bp.model import HIDDEN_UNITS, INPUT_DIM, NUM_CLASSES
 from keras_bp.recipe import train_fit
 
+LAYER_SIZES = (INPUT_DIM, HIDDEN_UNITS, NUM_CLASSES)  # the seed's network
+BATCH_SIZE = FitConfig().batch_size  # the recipe's
 
-def matmul_flops(batch=128, sizes=(784, 512, 10)):
+
+def matmul_flops(batch=BATCH_SIZE, sizes=LAYER_SIZES):
     """Floating-point operations of the five matrix products of one training step."""
     d, h, c = sizes
     forward = batch * d * h + batch * h * c
@@ -27,20 +31,20 @@ def matmul_flops(batch=128, sizes=(784, 512, 10)):
     return 2 * (forward + backward)
 
 
-def floor_seconds(steps, batch=128, sizes=(784, 512, 10), jit_compile=False):
+def floor_seconds(steps, batch=BATCH_SIZE, sizes=LAYER_SIZES, xla=False):
     """Seconds for `steps` repetitions of the five products in one compiled loop."""
     d, h, c = sizes
     rng = tf.random.Generator.from_seed(0)
     x, w1, w2 = rng.normal((batch, d)), rng.normal((d, h)) * 0.05, rng.normal((h, c)) * 0.05
-    products = _FLOOR_GRAPHS[jit_compile]
+    products = _FLOOR_GRAPHS[xla]
     products(x, w1, w2, tf.constant(2)).numpy()  # trace and compile outside the timing
     start = time.perf_counter()
     products(x, w1, w2, tf.constant(steps)).numpy()
     return time.perf_counter() - start
 
 
-def _products_graph(jit_compile):
-    @tf.function(jit_compile=jit_compile)
+def _products_graph(xla):
+    @tf.function(jit_compile=xla)
     def products(x, w1, w2, steps):
         carry = tf.constant(0.0)
         for _ in tf.range(steps):
@@ -59,7 +63,7 @@ def _products_graph(jit_compile):
 
 
 # One graph each, built once: repeats reuse the trace instead of retracing.
-_FLOOR_GRAPHS = {jit: _products_graph(jit) for jit in (False, True)}
+_FLOOR_GRAPHS = {xla: _products_graph(xla) for xla in (False, True)}
 
 
 def time_loop(kind, data, epochs, speed=LOOP_SPEED):

@@ -14,7 +14,13 @@ from pathlib import Path
 # Before any script imports TensorFlow: keep its C++ start-up chatter off the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_bp.config import OPTIMIZERS, FitConfig, LoopConfig, Speed  # noqa: E402
+from keras_bp.config import (  # noqa: E402
+    DEFAULT_LEARNING_RATES,
+    OPTIMIZERS,
+    FitConfig,
+    LoopConfig,
+    Speed,
+)
 from keras_bp.errors import InputError, NonFiniteLoss, UsageError  # noqa: E402
 
 
@@ -71,7 +77,8 @@ def train_parser(description, trainer, out=None):
         "--learning-rate",
         type=positive_float,
         metavar="LR",
-        help="default: the optimizer's own, 1e-3 for rmsprop, 0.01 for sgd (Keras's)",
+        help="default: the optimizer's own (Keras's): "
+        + ", ".join(f"{lr:g} for {name}" for name, lr in DEFAULT_LEARNING_RATES.items()),
     )
     p.add_argument(
         "--deterministic",

@@ -16,7 +16,12 @@ OPTIMIZERS = ("rmsprop", "sgd")
 # share them (a test checks all three places agree).
 DEFAULT_LEARNING_RATES = {"rmsprop": 1e-3, "sgd": 0.01}
 # Where each trainer writes its run unless told otherwise.
-DEFAULT_OUT = {"fit": "runs/fit", "tape": "runs/custom_loop", "manual": "runs/manual"}
+DEFAULT_OUT = {
+    "fit": "runs/fit",
+    "tape": "runs/custom_loop",
+    "manual": "runs/manual",
+    "compare": "runs/compare",  # scripts/compare.py: one subdirectory per trainer
+}
 
 
 def _check_positive_int(name, value):

@@ -274,6 +274,9 @@ def data_fingerprint(x, y) -> str:
 if __name__ == "__main__":  # `make data`
     import sys
 
+    # Keras's downloader imports TensorFlow: keep its C++ start-up chatter quiet.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
     try:
         load_mnist(report=print)
     except MnistUnavailable as e:

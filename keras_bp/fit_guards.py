@@ -28,13 +28,13 @@ diverged weights over the last good epoch, and `model.keras` and `metrics.json` 
 """
 
 import math
-import time
+from time import perf_counter
 
 import keras
 import numpy as np
 
 from keras_bp.errors import NonFiniteLoss
-from keras_bp.runlog import resume_message
+from keras_bp.runlog import resume_message, resumed_at
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -85,22 +85,24 @@ class EpochLog(keras.callbacks.Callback):
     Args:
         log: the run's `keras_bp.runlog.RunLog`.
         epochs: the run's epoch count.
+        steps_per_epoch: `fit`'s batches per epoch.
         verbose: print the resume line (as `fit`'s own `verbose`).
     """
 
-    def __init__(self, log, epochs, verbose=1):
+    def __init__(self, log, epochs, steps_per_epoch, verbose=1):
         super().__init__()
         self.log, self.epochs, self.verbose = log, epochs, verbose
+        self.steps_per_epoch = steps_per_epoch
         self.first_epoch = None
         self._tick = None
 
     @property
     def resumed_at(self):
-        """`None` for a run from scratch; else `{"epoch": e, "step": 0}`, 1-based `e`."""
-        return {"epoch": self.first_epoch + 1, "step": 0} if self.first_epoch else None
+        """`metrics.json`'s `resumed_at` (`keras_bp.runlog.resumed_at`)."""
+        return resumed_at(self.first_epoch or 0, 0, self.epochs, self.steps_per_epoch)
 
     def on_train_begin(self, logs=None):
-        self._tick = time.perf_counter()
+        self._tick = perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.first_epoch is None:
@@ -109,7 +111,7 @@ class EpochLog(keras.callbacks.Callback):
                 print(resume_message(epoch, 0, self.epochs, self.log.directory))
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
+        now = perf_counter()
         self.log.record_epoch(epoch, logs, now - self._tick)
         self._tick = now
 

@@ -97,8 +97,8 @@ class ManualGradients:
     is softmax + cross-entropy fused, and the backward walks the layers in reverse.
 
     Args:
-        model: a model of `Dense` or `ManualDense` layers ending in softmax. Its weights are
-            copied into plain variables; the model itself is left alone.
+        model: a model of `Dense` or `ManualDense` layers with biases, ending in softmax. Its
+            weights are copied into plain variables; the model itself is left alone.
         optimizer: `"rmsprop"` or `"sgd"` (Keras's defaults), or a `keras_bp.optimizers` object.
         learning_rate: overrides the named optimizer's default learning rate.
         fused: RMSprop's update as one fused kernel (`keras_bp.fused`); rmsprop only.
@@ -174,6 +174,8 @@ def make_source(kind, seed=0, optimizer="rmsprop", learning_rate=None, fused=Fal
 def _activation_name(layer):
     """`"relu"` for `Dense(..., activation="relu")` (a function) or `ManualDense` (a name)."""
     activation = getattr(layer, "activation", None)
-    if activation is None or not hasattr(layer, "kernel"):
-        raise ValueError(f"expected Dense or ManualDense layers, received {type(layer).__name__}")
+    if activation is None or getattr(layer, "bias", None) is None:
+        raise ValueError(
+            f"expected Dense or ManualDense layers with a bias, received {type(layer).__name__}"
+        )
     return activation if isinstance(activation, str) else activation.__name__

@@ -6,7 +6,7 @@ compiled chunks (`keras_bp.compiled`); between chunks it updates the progress ba
 non-finite loss, and checkpoints (`keras_bp.checkpoints`), so a kill loses nothing.
 """
 
-import time
+from time import perf_counter
 
 import keras
 import numpy as np
@@ -20,7 +20,7 @@ from keras_bp.config import LoopConfig, steps_per_epoch
 from keras_bp.data import check_training_data, data_fingerprint, data_for_run
 from keras_bp.errors import NonFiniteLoss
 from keras_bp.gradients import make_source
-from keras_bp.runlog import RunLog, resume_message, run_identity
+from keras_bp.runlog import RunLog, resume_message, resumed_at, run_identity
 
 
 def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
@@ -44,6 +44,7 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
     (x_train, y_train), (x_test, y_test) = data = data_for_run(data, config.train_samples)
     check_training_data(data, config.batch_size)
     n = len(x_train)
+    # Refuses another run's checkpoints, before TensorFlow starts its devices.
     log = RunLog(
         config.out, run_identity(config, data_fingerprint(x_train, y_train), n), config.fresh
     )
@@ -75,11 +76,11 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
         config.checkpoint_every,
     )
     epoch, step = ckpt.restore()
-    resumed_at = None if (epoch, step) == (0, 0) else {"epoch": epoch + 1, "step": step}
-    if resumed_at and verbose:
+    resumed = resumed_at(epoch, step, config.epochs, per_epoch)
+    if resumed and verbose:
         print(resume_message(epoch, step, config.epochs, ckpt.manager.latest_checkpoint))
 
-    tick = time.perf_counter()
+    tick = perf_counter()
     while epoch < config.epochs:
         perm = epoch_permutation(config.seed, epoch, n)
         bar = keras.utils.Progbar(per_epoch, verbose=verbose, stateful_metrics=["loss", "accuracy"])
@@ -89,16 +90,16 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
             perm, config.batch_size, step, config.speed.steps_per_call
         ):
             losses, correct = (t.numpy() for t in steps.run(x, y, indices))
-            _check_finite_losses(losses, epoch, first, ckpt.directory)
+            _check_finite_losses(losses, epoch, first, ckpt)
             step = first + len(losses)
-            now = time.perf_counter()
+            now = perf_counter()
             loss, accuracy = totals.add(losses, correct, indices.shape[1], seconds=now - tick)
             tick = now
             bar.update(step, values=[("loss", loss), ("accuracy", accuracy)])
             if step < per_epoch and ckpt.due(epoch, step):
-                _check_finite_state(source, epoch, step, ckpt.directory)
+                _check_finite_state(source, epoch, step, ckpt)
                 ckpt.save(epoch, step)
-        _check_finite_state(source, epoch, step, ckpt.directory)
+        _check_finite_state(source, epoch, step, ckpt)
         log.record_epoch(epoch, {"loss": loss, "accuracy": accuracy}, totals.seconds())
         totals.reset()
         epoch, step = epoch + 1, 0
@@ -111,7 +112,7 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
         log,
         test_loss,
         test_accuracy,
-        resumed_at,
+        resumed,
         extra={"traces": steps.traces, **(extra_metrics or {})},
     )
     metrics = runs.save_run(config.out, model, metrics)
@@ -145,21 +146,27 @@ class EpochTotals:
         self.variable.assign(tf.zeros(4, tf.float64))
 
 
-def _check_finite_losses(losses, epoch, first, directory):
+def _check_finite_losses(losses, epoch, first, ckpt):
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         raise NonFiniteLoss(
             f"loss became {losses[bad[0]]} at epoch {epoch + 1}, step {first + bad[0] + 1}; "
-            f"stopped without saving, last good checkpoint kept in {directory}"
+            f"stopped without saving, {_kept(ckpt)}"
         )
 
 
-def _check_finite_state(source, epoch, step, directory):
+def _check_finite_state(source, epoch, step, ckpt):
     """Refuse to checkpoint NaN or Inf: a step's update can break the weights after its loss
     (computed before the update) was still finite."""
     for v in [*source.variables, *source.optimizer_variables]:
         if not np.isfinite(v.numpy()).all():
             raise NonFiniteLoss(
                 f"weights became non-finite by epoch {epoch + 1}, step {step}; stopped without "
-                f"saving, last good checkpoint kept in {directory}"
+                f"saving, {_kept(ckpt)}"
             )
+
+
+def _kept(ckpt):
+    if ckpt.manager.latest_checkpoint is None:
+        return "and no checkpoint had been saved yet"
+    return f"last good checkpoint kept in {ckpt.directory}"

@@ -8,7 +8,7 @@ error, before anything is saved, when the loss or the weights become NaN or Inf.
 import keras
 
 from keras_bp import runs
-from keras_bp.config import FitConfig
+from keras_bp.config import FitConfig, steps_per_epoch
 from keras_bp.data import check_training_data, data_fingerprint, data_for_run
 from keras_bp.fit_guards import EpochLog, StopOnNonFinite
 from keras_bp.model import build_model
@@ -37,14 +37,17 @@ def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None):
     (x_train, y_train), (x_test, y_test) = data = data_for_run(data, config.train_samples)
     check_training_data(data, config.batch_size)
     identity = run_identity(config, data_fingerprint(x_train, y_train), len(x_train))
-    log = RunLog(config.out, identity, config.fresh)  # refuses another run's backup
+    # Refuses another run's backup, before TensorFlow starts its devices: a refusal is instant.
+    log = RunLog(config.out, identity, config.fresh)
 
     # The same seed gives the same initial weights as `keras_bp.gradients.make_source`.
     keras.utils.set_random_seed(config.seed)
     model = build_model(
         optimizer=config.optimizer, learning_rate=config.learning_rate, speed=config.speed
     )
-    epoch_log = EpochLog(log, config.epochs, verbose)
+    epoch_log = EpochLog(
+        log, config.epochs, steps_per_epoch(len(x_train), config.batch_size), verbose
+    )
     callbacks = [
         StopOnNonFinite(log.directory),
         epoch_log,

@@ -58,24 +58,43 @@ class RunLog:
     def __init__(self, out, identity: dict, fresh=False):
         self.directory = resume_dir(out)
         self.path = self.directory / "run.json"
-        self.identity = identity
+        # As it will read back from run.json: tuples become lists, odd values strings.
+        self.identity = json.loads(json.dumps(identity, default=str))
         if fresh:
             shutil.rmtree(self.directory, ignore_errors=True)
         self.epochs = []
-        if self.path.exists():
-            saved = json.loads(self.path.read_text())
-            if saved["identity"] != identity:
+        if self.path.exists() and self._state_exists():
+            saved = self._read()
+            if saved["identity"] != self.identity:
                 raise UsageError(
                     f"{self.directory} holds the resume state of another run "
-                    f"({_differences(saved['identity'], identity)}); pass --fresh to start "
+                    f"({_differences(saved['identity'], self.identity)}); pass --fresh to start "
                     "over, or choose another --out"
                 )
             self.epochs = saved["epochs"]
         else:  # written before any state, so no state is ever without its identity
             self._write()
 
+    def _state_exists(self):
+        """Whether the trainer saved anything to resume from beside `run.json`. A run that
+        stopped before its first save (a divergence in epoch 1, say) leaves nothing to protect."""
+        return any(p != self.path for p in self.directory.iterdir())
+
+    def _read(self):
+        try:
+            saved = json.loads(self.path.read_text())
+            if not isinstance(saved.get("identity"), dict) or not isinstance(saved["epochs"], list):
+                raise ValueError("not a run log")
+            return saved
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise UsageError(
+                f"{self.path} is unreadable ({e}); pass --fresh to start over"
+            ) from None
+
     def record_epoch(self, epoch: int, metrics: dict, seconds: float):
         """Log finished `epoch` (0-based): its metrics and training seconds; drops later entries."""
+        if epoch > len(self.epochs):
+            raise ValueError(f"epoch {epoch} logged before epoch {len(self.epochs)}")
         entry = {**{k: float(v) for k, v in metrics.items()}, "seconds": float(seconds)}
         self.epochs = [*self.epochs[:epoch], entry]
         self._write()
@@ -101,6 +120,17 @@ class RunLog:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def resumed_at(epoch: int, step: int, epochs: int, steps_per_epoch: int):
+    """`metrics.json`'s `resumed_at` for a run restored at 0-based `(epoch, step)`: `None` for a
+    run from scratch, else the 1-based epoch and the steps of it already done. A run killed
+    after its last epoch, before it was saved, resumed after every step of its last epoch."""
+    if (epoch, step) == (0, 0):
+        return None
+    if epoch >= epochs:
+        return {"epoch": epochs, "step": steps_per_epoch}
+    return {"epoch": epoch + 1, "step": step}
+
+
 def resume_message(epoch: int, step: int, epochs: int, where) -> str:
     """What a resumed run prints before it trains: `epoch` is 0-based, `step` within it."""
     if epoch >= epochs:  # killed after the last epoch, before the run was saved
@@ -109,7 +139,8 @@ def resume_message(epoch: int, step: int, epochs: int, where) -> str:
 
 
 def _describe(learning_rate):
-    """A JSON value for a learning rate: the number, or a schedule's class and config."""
+    """A JSON value for a learning rate: the number, or a schedule's class and config (a
+    schedule without `get_config` is known by its class alone)."""
     if isinstance(learning_rate, numbers.Real):
         return float(learning_rate)
     get_config = getattr(learning_rate, "get_config", None)

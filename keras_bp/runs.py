@@ -15,7 +15,8 @@ from keras_bp import atomic
 from keras_bp.model import weights_digest
 from keras_bp.runlog import RunLog
 
-# The metrics.json keys every trainer writes, in the order it writes them.
+# The metrics.json keys every trainer writes; a trainer adds its own beside them (the loop's
+# `traces`, the thread counts of `--deterministic`).
 RUN_KEYS = (
     "trainer",
     "test_accuracy",

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from keras_bp import cli
-from keras_bp.config import steps_per_epoch
+from keras_bp.config import FitConfig, steps_per_epoch
 
 
 def main():
@@ -22,7 +22,9 @@ def main():
     parser.add_argument(
         "--repeats", type=cli.positive_int, default=3, help="runs of each (default: %(default)s)"
     )
-    parser.add_argument("--epochs", type=cli.positive_int, default=5, help="default: %(default)s")
+    parser.add_argument(
+        "--epochs", type=cli.positive_int, default=FitConfig().epochs, help="default: %(default)s"
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("runs/bench.json"), help="default: %(default)s"
     )
@@ -40,12 +42,13 @@ def main():
     load_mnist()
     load_seconds = time.perf_counter() - start
     data = mnist_arrays()
-    steps = args.epochs * steps_per_epoch(len(data[0][0]), 128)
+    batch_size = bench.BATCH_SIZE  # every row trains at the recipe's batch size
+    steps = args.epochs * steps_per_epoch(len(data[0][0]), batch_size)
 
     # The contestants: the floor twice (TF kernels, XLA), then each trainer as it ships.
     contestants = {
         "floor: 5 matmuls/step, tf.function": lambda: (bench.floor_seconds(steps), None),
-        "floor: 5 matmuls/step, XLA": lambda: (bench.floor_seconds(steps, jit_compile=True), None),
+        "floor: 5 matmuls/step, XLA": lambda: (bench.floor_seconds(steps, xla=True), None),
         **bench.trainers(data, args.epochs),
     }
     times = {name: [] for name in contestants}
@@ -79,7 +82,8 @@ def main():
         f"TensorFlow {tf.__version__}"
     )
     print(
-        f"\n{args.epochs} epochs = {steps} steps of batch 128; median of {args.repeats} runs; "
+        f"\n{args.epochs} epochs = {steps} steps of batch {batch_size}; "
+        f"median of {args.repeats} runs; "
         f"{machine}\n\n{table}\n\nMNIST load from cache: {load_seconds:.2f} s"
     )
     atomic.write_json(

@@ -16,7 +16,8 @@ from keras_bp.config import LOOP_SPEED, LoopConfig, TrainConfig
 
 def main():
     # Setup: one set of options for all three trainers; each writes into --out/<trainer>/.
-    args = cli.train_parser(__doc__.splitlines()[0], "fit", out="runs/compare").parse_args()
+    parser = cli.train_parser(__doc__.splitlines()[0], "fit", out=cli.DEFAULT_OUT["compare"])
+    args = parser.parse_args()
     fit_config = cli.config_from_args(args, "fit")
     out = cli.check_out_dir(fit_config.out)  # before the slow imports: bad input fails fast
     from keras_bp import atomic, data, loop, recipe, reproducible, runs

@@ -1,7 +1,9 @@
 """Train the seed's model with a custom `tf.GradientTape` loop instead of `model.fit`.
 
-    python scripts/custom_loop.py [--epochs 5] [--batch-size 128] [--seed 0] [--out DIR]
-                                  [--optimizer rmsprop] [--learning-rate LR] [--fused] [--xla]
+    python scripts/custom_loop.py [--epochs 5] [--batch-size 128] [--seed 0]
+                                  [--out runs/custom_loop] [--train-samples N]
+                                  [--optimizer rmsprop|sgd] [--learning-rate LR]
+                                  [--deterministic] [--fresh] [--fused] [--xla]
                                   [--steps-per-call 52] [--checkpoint-every 100]
 
 The loop lives in `keras_bp.loop` (read `keras_bp.reference` for its plain form); this script

@@ -2,7 +2,9 @@
 
     python scripts/manual_backprop.py [--optimizer rmsprop|sgd] [--learning-rate LR]
                                       [--epochs 5] [--batch-size 128] [--seed 0] [--out runs/manual]
+                                      [--train-samples N] [--deterministic] [--fresh]
                                       [--fused] [--xla] [--steps-per-call 52]
+                                      [--checkpoint-every 100]
 
 Each step runs the forward pass `y = f(w·x + b)` layer by layer (`keras_bp.backprop`), takes the
 fused softmax + cross-entropy gradient `(p − y)/N`, walks the layers backwards to `∂L/∂w` and

@@ -11,7 +11,7 @@ pair; the command exits with 1 if any pair differs by more than `--tolerance`.
 from dataclasses import replace
 
 from keras_bp import cli
-from keras_bp.config import LOOP_SPEED
+from keras_bp.config import LoopConfig
 
 
 def main():
@@ -20,10 +20,16 @@ def main():
     parser.add_argument(
         "--steps", type=cli.positive_int, default=100, help="training steps (default: %(default)s)"
     )
+    defaults = LoopConfig()
     parser.add_argument(
-        "--batch-size", type=cli.positive_int, default=128, help="default: %(default)s"
+        "--batch-size",
+        type=cli.positive_int,
+        default=defaults.batch_size,
+        help="default: %(default)s",
     )
-    parser.add_argument("--seed", type=cli.non_negative_int, default=0, help="default: %(default)s")
+    parser.add_argument(
+        "--seed", type=cli.non_negative_int, default=defaults.seed, help="default: %(default)s"
+    )
     parser.add_argument(
         "--tolerance",
         type=cli.positive_float,
@@ -37,7 +43,7 @@ def main():
         "--fused", action="store_true", help="all three with the fused RMSprop kernel"
     )
     args = parser.parse_args()
-    speed = replace(LOOP_SPEED, xla=args.xla, fused=args.fused)
+    speed = replace(defaults.speed, xla=args.xla, fused=args.fused)
     from keras_bp import data, parity
 
     # Data.

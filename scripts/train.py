@@ -1,7 +1,7 @@
 """Train the classic Keras MNIST example through `model.fit`: the recipe `make train` runs.
 
     python scripts/train.py [--epochs 5] [--batch-size 128] [--seed 0] [--out runs/fit]
-                            [--train-samples N] [--optimizer rmsprop] [--learning-rate LR]
+                            [--train-samples N] [--optimizer rmsprop|sgd] [--learning-rate LR]
                             [--deterministic] [--fresh] [--steps-per-execution N] [--xla] [--fused]
 
 It prints Keras's progress bar, then `test accuracy: 0.xxxx`, and writes `metrics.json` and

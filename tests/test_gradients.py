@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_bp import gradients
+from keras_bp import gradients, optimizers
 from keras_bp.gradients import GradientSource, ManualGradients, TapeGradients, make_source
 from keras_bp.layers import ManualDense
 from keras_bp.model import build_model, weights_digest
@@ -67,7 +67,7 @@ def test_the_manual_source_accepts_a_model_of_manual_dense_layers(synthetic_data
 
 def test_a_model_without_dense_layers_is_refused_in_one_line():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5)])
-    with pytest.raises(ValueError, match="expected Dense or ManualDense layers, received Dropout"):
+    with pytest.raises(ValueError, match="ManualDense layers with a bias, received Dropout"):
         ManualGradients(model)
 
 
@@ -84,6 +84,23 @@ def test_make_source_gives_the_tape_source_its_optimizer_and_learning_rate(synth
     for a, b, w in zip(tape.variables, manual.variables, initial, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6)
         assert np.max(np.abs(a.numpy() - w)) > 1e-4  # each tensor moved beyond the tolerance
+
+
+def test_options_that_would_be_ignored_are_refused():
+    keras.utils.set_random_seed(0)
+    model = build_model(compile=False)
+    sgd = optimizers.SGD(0.1)
+    with pytest.raises(ValueError, match="apply to an optimizer given by name only"):
+        ManualGradients(model, sgd, fused=True)
+    with pytest.raises(ValueError, match="apply to an optimizer given by name only"):
+        ManualGradients(model, sgd, learning_rate=0.5)
+    with pytest.raises(ValueError, match="need compile=True"):
+        build_model(compile=False, optimizer="sgd")
+    no_bias = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, "softmax", use_bias=False)]
+    )
+    with pytest.raises(ValueError, match="layers with a bias, received Dense"):
+        ManualGradients(no_bias)
 
 
 def test_make_source_refuses_what_it_cannot_honour():

@@ -61,6 +61,10 @@ def _loop_killed_at_first_checkpoint(config):
             train_loop(config, make_synthetic_data(), verbose=0)
 
 
+def _contents(directory):
+    return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def killed_runs(tmp_path_factory):
     """`{trainer: (config, train)}`: a killed run's config in its own `out`, and its trainer."""
@@ -76,13 +80,13 @@ def killed_runs(tmp_path_factory):
 def test_a_changed_setting_is_refused_on_resume_naming_it(trainer, change, killed_runs):
     config, train = killed_runs[trainer]
     settings, message = CHANGES[change]
-    state = sorted(p.name for p in resume_dir(config.out).rglob("*"))
+    state = _contents(resume_dir(config.out))
     with pytest.raises(UsageError, match="holds the resume state of another run") as refused:
         train(replace(config, **settings), make_synthetic_data(), verbose=0)
     assert message in str(refused.value)
     assert str(refused.value).endswith("pass --fresh to start over, or choose another --out")
     assert "\n" not in str(refused.value)
-    assert sorted(p.name for p in resume_dir(config.out).rglob("*")) == state  # untouched
+    assert _contents(resume_dir(config.out)) == state  # untouched
 
 
 @pytest.mark.parametrize("trainer", ["fit", "loop"])
@@ -97,3 +101,27 @@ def test_fresh_starts_over_with_the_changed_setting(trainer, tmp_path):
     _, metrics = train(replace(config, seed=9, fresh=True), make_synthetic_data(), verbose=0)
     assert metrics["seed"] == 9 and metrics["resumed_at"] is None
     assert not resume_dir(tmp_path).exists()
+
+
+def test_a_run_that_saved_nothing_does_not_block_the_next(tmp_path):
+    """A loop that diverges before its first checkpoint leaves only `run.json`: the rerun with
+    a smaller learning rate trains, rather than being refused as another run."""
+    from keras_bp.errors import NonFiniteLoss
+
+    config = replace(LOOP, out=tmp_path, optimizer="sgd", learning_rate=1e30)
+    with pytest.raises(NonFiniteLoss, match="no checkpoint had been saved yet"):
+        train_loop(config, make_synthetic_data(), verbose=0)
+    assert [p.name for p in resume_dir(tmp_path).iterdir()] == ["run.json"]
+    _, metrics = train_loop(replace(config, learning_rate=0.01), make_synthetic_data(), verbose=0)
+    assert metrics["learning_rate"] == 0.01 and metrics["resumed_at"] is None
+
+
+def test_an_unreadable_run_log_beside_saved_state_is_one_line(killed_runs, tmp_path):
+    import shutil
+
+    config, train = killed_runs["loop"]
+    copy = replace(config, out=tmp_path / "copy")
+    shutil.copytree(config.out, copy.out)
+    (resume_dir(copy.out) / "run.json").write_text("{not json")
+    with pytest.raises(UsageError, match=r"run.json is unreadable \(.*\); pass --fresh"):
+        train(copy, make_synthetic_data(), verbose=0)

@@ -41,8 +41,10 @@ def imported_modules(path):
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            # `from .loop import x` and `from . import loop` count as keras_bp imports too.
+            module = ("keras_bp." if node.level else "") + (node.module or "")
+            names = [module] + [f"{module.rstrip('.')}.{alias.name}" for alias in node.names]
         else:
             continue
         found |= {n.split(".")[1] for n in names if n.startswith("keras_bp.")}
@@ -69,6 +71,8 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     bad = tmp_path / "backprop.py"
     bad.write_text("def f():\n    from keras_bp.loop import train_loop\n")
     assert imported_modules(bad) == {"loop"}
+    bad.write_text("from .recipe import train_fit\nfrom . import parity\n")
+    assert imported_modules(bad) == {"recipe", "parity"}
     assert LEVEL["loop"] > LEVEL["backprop"]
 
 

@@ -51,7 +51,7 @@ def test_train_fit_writes_metrics_and_a_safe_loadable_model(tmp_path, synthetic_
     )
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics
-    assert set(RUN_KEYS) <= set(on_disk)
+    assert set(on_disk) == set(RUN_KEYS)
     assert (on_disk["epochs"], on_disk["batch_size"], on_disk["seed"]) == (2, 32, 3)
     assert on_disk["trainer"] == "fit"
     assert set(on_disk["versions"]) == {"python", "tensorflow", "keras", "numpy"}
@@ -182,13 +182,16 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 
 def write_backup_identity(out, epochs):
-    """Leave in `out` the identity of a killed `make train` run of `epochs` epochs."""
+    """Leave in `out` what a killed `make train` run of `epochs` epochs leaves: its identity,
+    and a backup (a stand-in: it is refused or deleted before Keras reads it)."""
     from keras_bp.data import data_fingerprint, mnist_arrays
     from keras_bp.runlog import RunLog, run_identity
 
     (x, y), _ = mnist_arrays()
     config = FitConfig(epochs=epochs, out=out)
-    RunLog(out, run_identity(config, data_fingerprint(x, y), len(x)))
+    log = RunLog(out, run_identity(config, data_fingerprint(x, y), len(x)))
+    (log.directory / "keras").mkdir()
+    (log.directory / "keras" / "training_metadata.json").write_text('{"epoch": 1}')
 
 
 def test_make_train_smoke_on_real_mnist(tmp_path):

@@ -11,12 +11,13 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, Killed
 
+from keras_bp import loop
 from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.config import FitConfig, LoopConfig, Speed
 from keras_bp.errors import NonFiniteLoss
 from keras_bp.loop import train_loop
 from keras_bp.recipe import train_fit
-from keras_bp.runlog import resume_dir
+from keras_bp.runlog import RunLog, resume_dir
 
 
 def _config(out, kind="manual", **kwargs):
@@ -55,7 +56,10 @@ def test_fit_same_seed_gives_bit_identical_weights(tmp_path, synthetic_data):
 
 
 def _kill_at_save(monkeypatch, saves_before_kill):
-    """Make the `saves_before_kill`-th checkpoint save the last thing the process does."""
+    """Make the `saves_before_kill`-th checkpoint save the last thing the process does.
+
+    Returns the list the positions `(epoch, step)` of the saves are appended to.
+    """
     real_save, saves = RunCheckpoint.save, []
 
     def save_then_die(self, epoch, step):
@@ -65,6 +69,13 @@ def _kill_at_save(monkeypatch, saves_before_kill):
             raise Killed
 
     monkeypatch.setattr(RunCheckpoint, "save", save_then_die)
+    return saves
+
+
+def _fake_clock(monkeypatch):
+    """The loop's clock advances one second per reading: seconds then count chunk intervals."""
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(loop, "perf_counter", lambda: float(next(ticks)))
 
 
 # 11 steps an epoch; without XLA, saves at steps 6 and 10, then at the epoch end: save 1 is
@@ -94,7 +105,7 @@ def test_resume_after_interruption_is_bit_identical(
     }
 
     with monkeypatch.context() as patch:
-        _kill_at_save(patch, saves_before_kill)
+        saves = _kill_at_save(patch, saves_before_kill)
         with pytest.raises(Killed):
             _run(kind, synthetic_data, tmp_path / "killed", **options)
     assert not (tmp_path / "killed" / "metrics.json").exists()
@@ -102,27 +113,52 @@ def test_resume_after_interruption_is_bit_identical(
     resumed = _run(kind, synthetic_data, tmp_path / "killed", **options)
     assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
     assert resumed["history"] == uninterrupted["history"]
-    assert resumed["resumed_at"] is not None and uninterrupted["resumed_at"] is None
+    epoch, step = saves[-1]
+    assert resumed["resumed_at"] == {"epoch": epoch + 1, "step": step}
+    assert uninterrupted["resumed_at"] is None
 
 
-def test_resumed_metrics_say_where_and_count_the_seconds_of_every_segment(
-    tmp_path, synthetic_data, monkeypatch, capsys
+# 11 steps an epoch in chunks of 3: the loop saves at (epoch, step) (0, 6), (0, 10), (1, 0),
+# (1, 6), (1, 10) and (2, 0). With the fake clock each epoch takes 5 s, one per chunk.
+@pytest.mark.parametrize(
+    "kill, resumed_at, message",
+    [
+        ("at save 4", {"epoch": 2, "step": 6}, "resuming: epoch 2 of 2, step 6 (from "),
+        ("after epoch 1 was logged", {"epoch": 1, "step": 10}, "resuming: epoch 1 of 2, step 10"),
+        ("at the last save", {"epoch": 2, "step": 11}, "resuming: all 2 epochs trained, evalu"),
+    ],
+)
+def test_a_resumed_run_says_where_and_counts_every_epoch_once(
+    kill, resumed_at, message, tmp_path, synthetic_data, monkeypatch, capsys
 ):
-    """Killed at the epoch-2 checkpoint of step 6: resumed at epoch 2, step 6."""
-    with monkeypatch.context() as patch:
-        _kill_at_save(patch, 4)  # saves: (0, 6), (0, 10), (1, 0), (1, 6)
-        with pytest.raises(Killed):
-            _run("manual", synthetic_data, tmp_path)
-    before = json.loads((resume_dir(tmp_path) / "run.json").read_text())["epochs"]
-    assert len(before) == 1 and before[0]["seconds"] > 0
+    _fake_clock(monkeypatch)
+    whole = _run("manual", synthetic_data, tmp_path / "whole")
+    assert whole["train_seconds"] == 10.0  # 2 epochs × 5 chunks × 1 s
 
-    config = _config(tmp_path)
-    _, metrics = train_loop(config, synthetic_data, verbose=1)
-    assert f"resuming: epoch 2 of 2, step 6 (from {resume_dir(tmp_path)}" in capsys.readouterr().out
-    assert metrics["resumed_at"] == {"epoch": 2, "step": 6}
-    # Epoch 1's seconds come from the killed process, epoch 2's from both.
-    assert metrics["train_seconds"] > before[0]["seconds"]
-    assert not resume_dir(tmp_path).exists()
+    with monkeypatch.context() as patch:
+        if kill == "after epoch 1 was logged":  # before the epoch-end checkpoint: redone
+            log_epoch = RunLog.record_epoch
+
+            def log_then_die(self, *args):
+                log_epoch(self, *args)
+                raise Killed
+
+            patch.setattr(RunLog, "record_epoch", log_then_die)
+        else:
+            _kill_at_save(patch, 4 if kill == "at save 4" else 6)
+        with pytest.raises(Killed):
+            _run("manual", synthetic_data, tmp_path / "killed")
+
+    capsys.readouterr()
+    _, resumed = train_loop(_config(tmp_path / "killed"), synthetic_data, verbose=1)
+    assert message in capsys.readouterr().out
+    assert resumed["resumed_at"] == resumed_at
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+    assert resumed["history"] == whole["history"]
+    # Each epoch counts the chunks of its final pass, wherever they ran: an epoch redone after
+    # the kill counts once, and a resumed one adds the seconds saved before the kill.
+    assert resumed["train_seconds"] == whole["train_seconds"]
+    assert not resume_dir(tmp_path / "killed").exists()
 
 
 def test_a_finished_run_leaves_no_checkpoints_so_a_rerun_trains_anew(tmp_path, synthetic_data):
