@@ -9,6 +9,9 @@ Files are written by `tf.train.CheckpointManager`, which updates its index only 
 files are complete, so `latest_checkpoint` never names a half-written checkpoint.
 """
 
+import sys
+from pathlib import Path
+
 import tensorflow as tf
 
 from keras_bp.errors import UsageError
@@ -34,19 +37,41 @@ class RunCheckpoint:
         self._saved_at = 0
 
     def restore(self):
-        """Restore the latest checkpoint, if any; return its `(epoch, step)`, `(0, 0)` if none."""
-        latest = self.manager.latest_checkpoint
-        if latest:
+        """Restore the newest intact checkpoint; return its `(epoch, step)`, `(0, 0)` if none.
+
+        A checkpoint whose files are missing, cut short or fail TensorFlow's checksums is
+        skipped with a one-line warning naming it, and the one before it is tried.
+
+        Raises:
+            UsageError: there are checkpoints, and none of them is intact.
+        """
+        damaged = []
+        for path in self._candidates():
             try:
-                self.checkpoint.restore(latest).assert_consumed()
-            except (AssertionError, ValueError, tf.errors.OpError) as e:
-                raise UsageError(
-                    f"cannot resume from {latest} ({str(e).strip().splitlines()[0][:160]}); "
-                    "pass --fresh to start over"
-                ) from None
-        epoch, step = (int(v) for v in self.position.numpy())
-        self._saved_at = epoch * self.steps_per_epoch + step
-        return epoch, step
+                self.checkpoint.restore(str(path)).assert_consumed()
+            except (AssertionError, ValueError, IndexError, OSError, tf.errors.OpError):
+                damaged.append(path.name)
+                print(f"warning: skipping damaged checkpoint {path}", file=sys.stderr)
+                continue
+            epoch, step = (int(v) for v in self.position.numpy())
+            self._saved_at = epoch * self.steps_per_epoch + step
+            return epoch, step
+        if damaged:
+            raise UsageError(
+                f"no intact checkpoint in {self.directory} ({', '.join(damaged)} damaged); "
+                "pass --fresh to start over"
+            )
+        return 0, 0
+
+    def _candidates(self):
+        """Every checkpoint in the directory, newest first: the index file `checkpoint` names
+        the newest, but a damaged or deleted index must not hide the others."""
+        numbered = {}
+        for index in Path(self.directory).glob("ckpt-*.index"):
+            number = index.name[len("ckpt-") : -len(".index")]
+            if number.isdigit():
+                numbered[int(number)] = index.with_suffix("")
+        return [numbered[n] for n in sorted(numbered, reverse=True)]
 
     def due(self, epoch, step):
         position = epoch * self.steps_per_epoch + step

@@ -7,6 +7,7 @@ each option's default is the config's (`keras_bp.config`), which the help text s
 import argparse
 import math
 import os
+import signal
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from keras_bp.config import (  # noqa: E402
     LoopConfig,
     Speed,
 )
-from keras_bp.errors import InputError, NonFiniteLoss, UsageError  # noqa: E402
+from keras_bp.errors import InputError, Interrupted, NonFiniteLoss, UsageError  # noqa: E402
 
 
 class Parser(argparse.ArgumentParser):
@@ -175,5 +176,10 @@ def run(main):
     except NonFiniteLoss as e:  # not bad input: the training itself diverged
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        fail("interrupted")
+    except Interrupted as e:  # stopped at a safe point; the message says what was saved
+        name = signal.Signals(e.signum).name
+        print(f"\n{os.path.basename(sys.argv[0])}: interrupted by {name}: {e}", file=sys.stderr)
+        raise SystemExit(128 + e.signum) from None
+    except KeyboardInterrupt:  # outside training (loading, saving): nothing to resume from
+        print(f"\n{os.path.basename(sys.argv[0])}: interrupted", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None

@@ -17,3 +17,14 @@ class NonFiniteLoss(RuntimeError):
 
     Exit code 1: the input was valid, the training diverged.
     """
+
+
+class Interrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped training at a safe point; the message says what was saved.
+
+    Exit code 128 + `signum`, as a shell reports a process ended by that signal.
+    """
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum

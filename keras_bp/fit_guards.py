@@ -33,8 +33,40 @@ from time import perf_counter
 import keras
 import numpy as np
 
-from keras_bp.errors import NonFiniteLoss
+from keras_bp.errors import Interrupted, NonFiniteLoss
 from keras_bp.runlog import resume_message, resumed_at
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Raise `Interrupted` after the batch during which SIGINT or SIGTERM arrived.
+
+    Keras backs up at epoch ends only, so the last finished epoch's backup is what a resume
+    starts from; the epoch in progress is redone.
+
+    Args:
+        request: the `keras_bp.interrupts.StopRequest` of the run.
+        backup: the backup directory, for the message.
+    """
+
+    def __init__(self, request, backup):
+        super().__init__()
+        self.request, self.backup = request, backup
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.request.requested is None:
+            return
+        if self.epoch:
+            kept = (
+                f"kept the backup of epoch {self.epoch} in {self.backup}; rerun the same "
+                f"command to resume at epoch {self.epoch + 1}"
+            )
+        else:
+            kept = "no epoch had finished, so there is no backup; rerun the command to start over"
+        raise Interrupted(self.request.requested, kept)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

@@ -18,8 +18,10 @@ from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.compiled import CompiledSteps
 from keras_bp.config import LoopConfig, steps_per_epoch
 from keras_bp.data import check_training_data, data_fingerprint, data_for_run
-from keras_bp.errors import NonFiniteLoss
+from keras_bp.errors import Interrupted, NonFiniteLoss
 from keras_bp.gradients import make_source
+from keras_bp.interrupts import stop_requests
+from keras_bp.runlock import RunLock
 from keras_bp.runlog import RunLog, resume_message, resumed_at, run_identity
 
 
@@ -38,11 +40,19 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
         `(model, metrics)`: the trained Keras model and what was written to `metrics.json`.
 
     Raises:
-        UsageError: `config.out` holds the resume state of another run.
+        UsageError: `config.out` holds the resume state of another run, or another process
+            is training into it.
+        Interrupted: SIGINT or SIGTERM arrived; a checkpoint of the step it stopped at was saved.
         NonFiniteLoss: the loss or the weights became NaN or Inf; the last good checkpoint is kept.
     """
-    (x_train, y_train), (x_test, y_test) = data = data_for_run(data, config.train_samples)
+    data = data_for_run(data, config.train_samples)
     check_training_data(data, config.batch_size)
+    with RunLock(config.out), stop_requests() as stop:
+        return _train_loop(config, data, stop, verbose, extra_metrics)
+
+
+def _train_loop(config, data, stop, verbose, extra_metrics):
+    (x_train, y_train), (x_test, y_test) = data
     n = len(x_train)
     # Refuses another run's checkpoints, before TensorFlow starts its devices.
     log = RunLog(
@@ -96,6 +106,14 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
             loss, accuracy = totals.add(losses, correct, indices.shape[1], seconds=now - tick)
             tick = now
             bar.update(step, values=[("loss", loss), ("accuracy", accuracy)])
+            if stop.requested:  # Ctrl-C or SIGTERM: save this step, then stop
+                _check_finite_state(source, epoch, step, ckpt)
+                ckpt.save(epoch, step)
+                raise Interrupted(
+                    stop.requested,
+                    f"saved a checkpoint at epoch {epoch + 1} of {config.epochs}, step {step}, "
+                    f"in {ckpt.directory}; rerun the same command to resume",
+                )
             if step < per_epoch and ckpt.due(epoch, step):
                 _check_finite_state(source, epoch, step, ckpt)
                 ckpt.save(epoch, step)

@@ -10,8 +10,11 @@ import keras
 from keras_bp import runs
 from keras_bp.config import FitConfig, steps_per_epoch
 from keras_bp.data import check_training_data, data_fingerprint, data_for_run
-from keras_bp.fit_guards import EpochLog, StopOnNonFinite
+from keras_bp.fit_backup import BackupDigests, verify_backup
+from keras_bp.fit_guards import EpochLog, StopOnNonFinite, StopOnSignal
+from keras_bp.interrupts import stop_requests
 from keras_bp.model import build_model
+from keras_bp.runlock import RunLock
 from keras_bp.runlog import RunLog, run_identity
 
 
@@ -31,11 +34,19 @@ def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None):
         `(model, metrics)`: the trained Keras model and what was written to `metrics.json`.
 
     Raises:
-        UsageError: `config.out` holds the resume state of another run.
+        UsageError: `config.out` holds the resume state of another run, or another process
+            is training into it.
+        Interrupted: SIGINT or SIGTERM arrived; the last finished epoch's backup is kept.
         NonFiniteLoss: the loss or the weights became NaN or Inf; nothing was saved.
     """
-    (x_train, y_train), (x_test, y_test) = data = data_for_run(data, config.train_samples)
+    data = data_for_run(data, config.train_samples)
     check_training_data(data, config.batch_size)
+    with RunLock(config.out), stop_requests() as stop:
+        return _train_fit(config, data, stop, verbose, extra_metrics)
+
+
+def _train_fit(config, data, stop, verbose, extra_metrics):
+    (x_train, y_train), (x_test, y_test) = data
     identity = run_identity(config, data_fingerprint(x_train, y_train), len(x_train))
     # Refuses another run's backup, before TensorFlow starts its devices: a refusal is instant.
     log = RunLog(config.out, identity, config.fresh)
@@ -45,15 +56,17 @@ def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None):
     model = build_model(
         optimizer=config.optimizer, learning_rate=config.learning_rate, speed=config.speed
     )
+    backup, manifest = log.directory / "keras", log.directory / "keras.sha256.json"
+    verify_backup(backup, manifest)  # before BackupAndRestore reads it
     epoch_log = EpochLog(
         log, config.epochs, steps_per_epoch(len(x_train), config.batch_size), verbose
     )
     callbacks = [
+        StopOnSignal(stop, log.directory),
         StopOnNonFinite(log.directory),
         epoch_log,
-        keras.callbacks.BackupAndRestore(
-            log.directory / "keras", double_checkpoint=True, delete_checkpoint=False
-        ),
+        keras.callbacks.BackupAndRestore(backup, double_checkpoint=True, delete_checkpoint=False),
+        BackupDigests(backup, manifest),
     ]
 
     model.fit(

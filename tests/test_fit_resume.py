@@ -6,25 +6,25 @@ import subprocess
 import sys
 import time
 
-import keras
 import pytest
 from conftest import ROOT, Killed, run_script
 
 from keras_bp import fit_guards
 from keras_bp.config import FitConfig
+from keras_bp.fit_backup import BackupDigests
 from keras_bp.recipe import train_fit
 from keras_bp.runlog import resume_dir
 
 
 def kill_after_backup_of_epoch(monkeypatch, epochs_done):
-    backup_and_restore = keras.callbacks.BackupAndRestore.on_epoch_end
+    record_digests = BackupDigests.on_epoch_end
 
     def on_epoch_end(self, epoch, logs=None):
-        backup_and_restore(self, epoch, logs)
+        record_digests(self, epoch, logs)
         if epoch + 1 == epochs_done:
             raise Killed
 
-    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", on_epoch_end)
+    monkeypatch.setattr(BackupDigests, "on_epoch_end", on_epoch_end)
 
 
 def train_fit_killed_after_epoch(config, data, monkeypatch, epochs_done):

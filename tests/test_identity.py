@@ -6,13 +6,13 @@ setting is refused in one line naming it, before anything is restored or trained
 
 from dataclasses import replace
 
-import keras
 import pytest
 from conftest import Killed, make_synthetic_data
 
 from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.config import FitConfig, LoopConfig, Speed
 from keras_bp.errors import UsageError
+from keras_bp.fit_backup import BackupDigests
 from keras_bp.loop import train_loop
 from keras_bp.recipe import train_fit
 from keras_bp.runlog import resume_dir
@@ -36,14 +36,14 @@ CHANGES = {
 
 
 def _fit_killed_after_epoch_1(config):
-    backup = keras.callbacks.BackupAndRestore.on_epoch_end
+    backup = BackupDigests.on_epoch_end
 
     def on_epoch_end(self, epoch, logs=None):
         backup(self, epoch, logs)
         raise Killed
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", on_epoch_end)
+        patch.setattr(BackupDigests, "on_epoch_end", on_epoch_end)
         with pytest.raises(Killed):
             train_fit(config, make_synthetic_data(), verbose=0)
 

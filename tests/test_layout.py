@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 
 LAYERS = {
-    "foundation": ["errors", "atomic", "config"],
+    "foundation": ["errors", "atomic", "config", "runlock", "interrupts"],
     "maths": ["backprop", "fused", "optimizers", "layers", "model", "saving"],
     "data": ["data", "mnist_mirror", "batches"],
     "training": [
@@ -24,6 +24,7 @@ LAYERS = {
         "runlog",
         "loop",
         "fit_guards",
+        "fit_backup",
         "recipe",
         "runs",
         "reproducible",

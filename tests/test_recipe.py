@@ -12,6 +12,7 @@ from keras_bp.config import FitConfig, Speed
 from keras_bp.errors import InputError, NonFiniteLoss
 from keras_bp.model import build_model, weights_digest
 from keras_bp.recipe import train_fit
+from keras_bp.runlock import LOCK_NAME
 from keras_bp.runlog import resume_dir
 from keras_bp.runs import RUN_KEYS
 
@@ -70,7 +71,8 @@ def test_train_fit_writes_metrics_and_a_safe_loadable_model(tmp_path, synthetic_
     np.testing.assert_array_equal(
         loaded.predict(x_test, verbose=0), model.predict(x_test, verbose=0)
     )
-    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert hidden == [LOCK_NAME], "temporary files left behind"  # the lock file stays, unlocked
 
 
 def test_train_fit_rejects_nan_input_naming_the_array_and_the_count(tmp_path, synthetic_data):
