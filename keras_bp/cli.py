@@ -23,6 +23,7 @@ from keras_bp.config import (  # noqa: E402
     Speed,
 )
 from keras_bp.errors import InputError, Interrupted, NonFiniteLoss, UsageError  # noqa: E402
+from keras_bp.runlock import check_not_in_use  # noqa: E402
 
 
 class Parser(argparse.ArgumentParser):
@@ -154,14 +155,15 @@ def print_summary(metrics, out: Path):
 
 
 def check_out_dir(path: Path) -> Path:
-    """Create the output directory, or fail with one line if it cannot be written."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"--out {path}: cannot write there ({e.strerror or e})") from None
+    """Fail fast, in one line, on an `--out` that cannot be used; create nothing.
+
+    A file where the directory should be, or a directory another run holds, is refused before
+    TensorFlow is even imported. The trainers create the directory once the run is validated.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} is a file, not a directory")
+    check_not_in_use(path)
     return path
 
 

@@ -71,7 +71,11 @@ def verify_backup(backup, manifest):
         return
     damaged = [n for n, d in latest.items() if d not in {k.get(n) for k in known}]
     for name in damaged:
-        print(f"warning: skipping damaged backup file {backup / name}", file=sys.stderr)
+        print(
+            f"warning: skipping backup file {backup / name}: it is missing or does not match "
+            "its recorded SHA-256 (damaged, or cut short by a kill)",
+            file=sys.stderr,
+        )
     previous = _digests(backup, ".bkp")
     if previous in known and None not in previous.values():
         for name in BACKUP_FILES:

@@ -18,7 +18,8 @@ class RunLock:
     """`with RunLock(out):` holds `out` for this process, or refuses at once in one line.
 
     Raises:
-        UsageError: another process holds `out`; the message names it and the holder's PID.
+        UsageError: another process holds `out` (the message names it and the holder's PID),
+            or `out` cannot be created or written.
     """
 
     def __init__(self, out):
@@ -27,17 +28,16 @@ class RunLock:
         self._fd = None
 
     def __enter__(self):
-        self.out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            self.out.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise UsageError(f"--out {self.out}: cannot write there ({e.strerror or e})") from None
+        try:
+            _lock_or_refuse(fd, self.out)
+        except UsageError:
             os.close(fd)
-            raise UsageError(
-                f"--out {self.out} is in use by another run (PID {holder}); wait for it to "
-                "finish, or choose another --out"
-            ) from None
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
@@ -47,3 +47,28 @@ class RunLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+
+
+def check_not_in_use(out):
+    """Refuse at once if another process holds `out`; create nothing. Scripts call it at start,
+    so a collision fails in a fraction of a second; `RunLock` is what guarantees it."""
+    try:
+        fd = os.open(Path(out) / LOCK_NAME, os.O_RDWR)
+    except OSError:
+        return  # no lock file: no run has ever held this directory, or it cannot be read
+    try:
+        _lock_or_refuse(fd, out)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _lock_or_refuse(fd, out):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        raise UsageError(
+            f"--out {out} is in use by another run (PID {holder}); wait for it to finish, or "
+            "choose another --out"
+        ) from None
