@@ -179,6 +179,12 @@ def dense_backward(dy, cache, input_grad=True):
 
 def network_forward(x, params, activations):
     """y = f_L(… f_1(x·w1 + b1) …) for params `[w1, b1, w2, b2, …]`; returns `(y, caches)`."""
+    if len(params) != 2 * len(activations) or any(isinstance(p, tuple | list) for p in params):
+        raise ValueError(
+            f"params: expected a flat list [w1, b1, w2, b2, …] of {2 * len(activations)} arrays "
+            f"for {len(activations)} layers, received {len(params)} items "
+            f"({', '.join(type(p).__name__ for p in params)})"
+        )
     caches = []
     for i, activation in enumerate(activations):
         x, cache = dense_forward(x, params[2 * i], params[2 * i + 1], activation)

@@ -12,18 +12,16 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
-# Before any script imports TensorFlow: keep its C++ start-up chatter off the terminal.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from keras_bp.config import (  # noqa: E402
+from keras_bp.config import (
     DEFAULT_LEARNING_RATES,
     OPTIMIZERS,
     FitConfig,
     LoopConfig,
     Speed,
 )
-from keras_bp.errors import InputError, Interrupted, NonFiniteLoss, UsageError  # noqa: E402
-from keras_bp.runlock import check_not_in_use  # noqa: E402
+from keras_bp.errors import InputError, Interrupted, NonFiniteLoss, UsageError
+from keras_bp.runlock import check_not_in_use
+from keras_bp.tensorflow_start import VERBOSE_ENV, start_tensorflow  # noqa: F401
 
 
 class Parser(argparse.ArgumentParser):
@@ -64,6 +62,7 @@ def train_parser(description, trainer, out=None):
     """
     d = FitConfig(out=out) if trainer == "fit" else LoopConfig(gradients=trainer, out=out)
     p = Parser(description=description)
+    add_verbose(p)
     p.add_argument("--epochs", type=positive_int, help=f"default: {d.epochs}")
     p.add_argument("--batch-size", type=positive_int, help=f"default: {d.batch_size}")
     p.add_argument("--seed", type=non_negative_int, help=f"default: {d.seed}")
@@ -129,6 +128,14 @@ def train_parser(description, trainer, out=None):
         f"(default: {d.checkpoint_every})",
     )
     return p
+
+
+def add_verbose(parser):
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"show TensorFlow's start-up lines (or set {VERBOSE_ENV}=1)",
+    )
 
 
 def config_from_args(args, trainer):

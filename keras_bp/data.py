@@ -12,7 +12,9 @@ Whatever other source succeeds, keras_bp's cache is (re)written atomically, so t
 a plain `np.load` of verified arrays.
 """
 
+import contextlib
 import hashlib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -119,7 +121,10 @@ def _from_own_cache() -> dict:
 def _from_keras_download() -> dict:
     import keras
 
-    (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    # Keras prints "Downloading data from …" even when the download then fails; `load_mnist`
+    # reports the outcome in one line instead.
+    with contextlib.redirect_stdout(io.StringIO()):
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     return verify(dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test))
 
 
@@ -153,7 +158,8 @@ def load_mnist(sources=None, report=None):
 
     Args:
         sources: names from `SOURCES` to try, in order; by default all of them.
-        report: optional callable given one line naming the source that succeeded.
+        report: optional callable given one line naming the source that succeeded, and the
+            sources before it that failed and why (a cache that is not there yet is no failure).
     """
     failures = []
     for name in sources or SOURCES:
@@ -168,9 +174,11 @@ def load_mnist(sources=None, report=None):
             except OSError as e:
                 warnings.warn(f"could not write the MNIST cache: {e}", CacheWarning, stacklevel=2)
         if report:
-            report(
-                f"MNIST verified (sha256 of all four arrays), from {name}; cached in {cache_dir()}"
-            )
+            missed = [f for f in failures if "does not exist" not in f]
+            verified = f"verified (sha256 of all four arrays), from {name}"
+            if missed:
+                verified = f": {'; '.join(missed)}; so {verified}"
+            report(f"MNIST {verified}; cached in {cache_dir()}".replace("MNIST :", "MNIST:"))
         return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
     raise MnistUnavailable("MNIST could not be loaded from any source: " + "; ".join(failures))
 
@@ -274,8 +282,9 @@ def data_fingerprint(x, y) -> str:
 if __name__ == "__main__":  # `make data`
     import sys
 
-    # Keras's downloader imports TensorFlow: keep its C++ start-up chatter quiet.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_bp.tensorflow_start import start_tensorflow
+
+    start_tensorflow()  # Keras's downloader, the second source, imports it
 
     try:
         load_mnist(report=print)

@@ -135,16 +135,20 @@ class ManualGradients:
 
     def export_model(self):
         """A new model of the given architecture with these weights, compiled with Keras's
-        counterpart of the hand-written optimizer; the model given to `__init__` is untouched."""
+        counterpart of the hand-written optimizer, holding its state: RMSprop's velocities are
+        Keras's, so `fit` can go on from the saved model. (Keras's step counter stays 0: the
+        hand-written optimizers keep none, and neither rule reads it.) The model given to
+        `__init__` is untouched."""
         model = keras.models.clone_model(self._architecture)
         model.set_weights([v.numpy() for v in self.variables])
-        model.compile(
-            optimizer=keras_optimizer(
-                type(self.optimizer).__name__.lower(), self.optimizer.learning_rate
-            ),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        name = type(self.optimizer).__name__.lower()
+        optimizer = keras_optimizer(name, self.optimizer.learning_rate)
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+        optimizer.build(model.trainable_variables)  # saved with its variables, loads cleanly
+        for keras_velocity, velocity in zip(
+            getattr(optimizer, "_velocities", []), self.optimizer.variables, strict=True
+        ):
+            keras_velocity.assign(velocity)
         return model
 
 

@@ -28,8 +28,10 @@ def main():
     parser.add_argument(
         "--out", type=Path, default=Path("runs/bench.json"), help="default: %(default)s"
     )
+    cli.add_verbose(parser)
     args = parser.parse_args()
     cli.check_out_dir(args.out.parent)
+    cli.start_tensorflow(args.verbose)
     import statistics
 
     import tensorflow as tf

@@ -19,7 +19,8 @@ def main():
     parser = cli.train_parser(__doc__.splitlines()[0], "fit", out=cli.DEFAULT_OUT["compare"])
     args = parser.parse_args()
     fit_config = cli.config_from_args(args, "fit")
-    out = cli.check_out_dir(fit_config.out)  # before the slow imports: bad input fails fast
+    out = cli.check_out_dir(fit_config.out)  # bad input fails fast, before TensorFlow starts
+    cli.start_tensorflow(args.verbose)
     from keras_bp import atomic, data, loop, recipe, reproducible, runs
 
     settings = reproducible.configure(fit_config.seed, fit_config.deterministic)

@@ -20,7 +20,8 @@ def main():
     # Setup: the recipe's settings by default; seeding comes before any TensorFlow op.
     args = cli.train_parser(__doc__.splitlines()[0], "tape").parse_args()
     config = cli.config_from_args(args, "tape")
-    cli.check_out_dir(config.out)  # before the slow imports: bad input fails fast
+    cli.check_out_dir(config.out)  # bad input fails fast, before TensorFlow starts
+    cli.start_tensorflow(args.verbose)
     from keras_bp import data, loop, reproducible
 
     settings = reproducible.configure(config.seed, config.deterministic)

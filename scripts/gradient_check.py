@@ -15,12 +15,13 @@ Run it with:
 
 # Setup
 
-from keras_bp import cli  # first: it quiets TensorFlow's start-up chatter
+from keras_bp import cli
 
-# isort: split
-from keras_bp import backprop, gradcheck
+parser = cli.Parser(description="The largest errors of the hand-written gradients.")
+cli.add_verbose(parser)
+cli.start_tensorflow(parser.parse_args().verbose)  # quietly, before the imports below
 
-cli.Parser(description="The largest errors of the hand-written gradients.").parse_args()
+from keras_bp import backprop, gradcheck  # noqa: E402
 
 
 def cases(dtype):

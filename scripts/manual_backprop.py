@@ -21,7 +21,8 @@ def main():
     # Setup.
     args = cli.train_parser(__doc__.splitlines()[0], "manual").parse_args()
     config = cli.config_from_args(args, "manual")
-    cli.check_out_dir(config.out)  # before the slow imports: bad input fails fast
+    cli.check_out_dir(config.out)  # bad input fails fast, before TensorFlow starts
+    cli.start_tensorflow(args.verbose)
     from keras_bp import data, loop, reproducible
 
     settings = reproducible.configure(config.seed, config.deterministic)

@@ -42,8 +42,10 @@ def main():
     parser.add_argument(
         "--fused", action="store_true", help="all three with the fused RMSprop kernel"
     )
+    cli.add_verbose(parser)
     args = parser.parse_args()
     speed = replace(defaults.speed, xla=args.xla, fused=args.fused)
+    cli.start_tensorflow(args.verbose)
     from keras_bp import data, parity
 
     # Data.

@@ -15,15 +15,16 @@ Run it with:
 
 # Setup
 
-from keras_bp import cli  # first: it quiets TensorFlow's start-up chatter
+from keras_bp import cli
 
-# isort: split
-import numpy as np
-import tensorflow as tf
+parser = cli.Parser(description="Backpropagation on one neuron, by hand.")
+cli.add_verbose(parser)
+cli.start_tensorflow(parser.parse_args().verbose)  # quietly, before the imports below
 
-from keras_bp import backprop
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-cli.Parser(description="Backpropagation on one neuron, by hand.").parse_args()  # no options
+from keras_bp import backprop  # noqa: E402
 
 # The numbers. One example (a batch of N = 1), float64 so every printed digit is exact.
 

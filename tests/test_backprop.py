@@ -254,3 +254,9 @@ def test_relu_gradient_at_exact_zeros_matches_the_tape():
     np.testing.assert_array_equal(
         backprop.relu_backward(da, cache).numpy(), tape.gradient(reference, z, da).numpy()
     )
+
+
+def test_network_forward_names_the_flat_params_it_expects():
+    w1, b1 = np.ones((3, 2)), np.zeros(2)
+    with pytest.raises(ValueError, match=r"expected a flat list \[w1, b1, w2, b2, …\] of 2 arrays"):
+        backprop.network_forward(np.ones((1, 3)), [(w1, b1)], ["relu"])

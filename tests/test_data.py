@@ -225,3 +225,21 @@ def test_load_mnist_from_cache_is_io_only(mnist):
     # The cached path must not need the network or Keras: it reads and verifies one npz file.
     (x_train, _), _ = data.load_mnist(sources=["keras_bp cache", "Keras cache"])
     assert _sha(x_train) == data.DIGESTS["x_train"]
+
+
+def test_a_failed_source_is_reported_in_the_line_that_names_the_one_used(isolated_cache):
+    """Keras's download fails (no internet): the report says so and why, in one line."""
+
+    def offline():
+        raise OSError("URL fetch failure: Name or service not known")
+
+    data.SOURCES["Keras download"] = offline  # isolated_cache made SOURCES a copy for this test
+    lines = []
+    data.load_mnist(
+        sources=["keras_bp cache", "Keras download", "good source"], report=lines.append
+    )
+    assert lines == [
+        "MNIST: Keras download: OSError: URL fetch failure: Name or service not known; so "
+        "verified (sha256 of all four arrays), from good source; cached in "
+        f"{data.cache_dir()}"
+    ]

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 
 LAYERS = {
-    "foundation": ["errors", "atomic", "config", "runlock", "interrupts"],
+    "foundation": ["errors", "atomic", "config", "runlock", "interrupts", "tensorflow_start"],
     "maths": ["backprop", "fused", "optimizers", "layers", "model", "saving"],
     "data": ["data", "mnist_mirror", "batches"],
     "training": [

@@ -111,3 +111,19 @@ def test_missing_or_foreign_files_are_refused_with_a_reason(tmp_path):
             saving.load_model(tmp_path / name)
         assert str(error.value).startswith(f"cannot load {tmp_path / name}: "), name
         assert reason in str(error.value), name
+
+
+def test_the_manual_trainers_model_loads_cleanly_with_its_rmsprop_state(tmp_path, synthetic_data):
+    import warnings
+
+    config = LoopConfig(gradients="manual", epochs=1, batch_size=64, seed=1, out=tmp_path)
+    model, _ = loop.train_loop(config, synthetic_data, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = saving.load_model(tmp_path / "model.keras")
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    velocities = [keras.ops.convert_to_numpy(v) for v in loaded.optimizer._velocities]
+    assert [v.shape for v in velocities] == [tuple(w.shape) for w in model.weights]
+    assert all(np.max(v) > 0 for v in velocities)  # the trained state, not fresh zeros
+    for a, b in zip(velocities, model.optimizer._velocities, strict=True):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))

@@ -12,6 +12,7 @@ LOSS_LINE = re.compile(r"^step (\d+): loss = (\S+)$", re.MULTILINE)
 def test_worked_example_hand_gradients_match_tape():
     proc = run_script("scripts/worked_example.py", timeout=120)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # none of TensorFlow's start-up lines (keras_bp.tensorflow_start)
     gradients = GRADIENT_LINE.findall(proc.stdout)
     assert [name for name, _, _ in gradients] == ["w1", "w2", "b"]
     by_hand = np.array([float(h) for _, h, _ in gradients])
@@ -22,3 +23,12 @@ def test_worked_example_hand_gradients_match_tape():
     losses = [float(loss) for _, loss in LOSS_LINE.findall(proc.stdout)]
     assert len(losses) == 6
     assert np.all(np.diff(losses) < 0), losses
+
+
+def test_verbose_shows_tensorflows_start_up_lines_again(monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # as in a user's shell
+    quiet = run_script("scripts/worked_example.py", timeout=120)
+    loud = run_script("scripts/worked_example.py", "--verbose", timeout=120)
+    assert quiet.returncode == loud.returncode == 0
+    assert quiet.stderr == "" and quiet.stdout == loud.stdout
+    assert "oneDNN" in loud.stderr or "cuda" in loud.stderr.lower(), loud.stderr[:500]
