@@ -30,7 +30,7 @@ LAYERS = {
         "reproducible",
     ],
     "checks": ["gradcheck", "parity", "bench"],
-    "edge": ["cli"],
+    "edge": ["cli", "commands", "__main__"],
 }
 LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
 PACKAGE = ROOT / "keras_bp"

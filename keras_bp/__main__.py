@@ -1,0 +1,5 @@
+"""`python -m keras_bp`: the same as the `keras-bp` command."""
+
+from keras_bp.commands import main
+
+main()
