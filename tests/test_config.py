@@ -118,3 +118,18 @@ def test_help_shows_the_configs_defaults(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     for text in ["default: 5", "default: 128", "(default: runs/custom_loop)", "(default: 52)"]:
         assert text in help_text
+
+
+def test_every_option_of_the_parity_tool_says_its_default():
+    from conftest import run_script
+
+    proc = run_script("scripts/parity.py", "--help")
+    assert proc.returncode == 0
+    help_text = " ".join(proc.stdout.split())
+    for text in [
+        "--steps STEPS training steps (default: 100)",
+        "--batch-size BATCH_SIZE default: 128",
+        "--seed SEED default: 0",
+        "--tolerance TOLERANCE largest weight difference that passes (default: 0.0001)",
+    ]:
+        assert text in help_text

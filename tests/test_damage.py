@@ -144,3 +144,23 @@ def test_no_intact_fit_backup_is_one_line(tmp_path, synthetic_data):
     flip_a_byte(backup / "latest.weights.h5.bkp")
     with pytest.raises(UsageError, match=r"no intact backup in .*; pass --fresh to start over"):
         train_fit(FitConfig(**FIT, out=tmp_path), synthetic_data, verbose=0)
+
+
+def test_a_first_backup_without_digests_is_discarded_and_training_starts_over(
+    tmp_path, synthetic_data, capsys
+):
+    """Killed after Keras wrote epoch 1's backup but before its digests: nothing to verify it by."""
+
+    def die(self, epoch, logs=None):
+        raise Killed
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BackupDigests, "on_epoch_end", die)
+        with pytest.raises(Killed):
+            train_fit(FitConfig(**FIT, out=tmp_path), synthetic_data, verbose=0)
+    _, resumed = train_fit(FitConfig(**FIT, out=tmp_path), synthetic_data, verbose=0)
+    backup = resume_dir(tmp_path) / "keras"
+    assert f"warning: discarding the unverified backup in {backup}; starting over" in (
+        capsys.readouterr().err
+    )
+    assert resumed["resumed_at"] is None and len(resumed["history"]["loss"]) == 3

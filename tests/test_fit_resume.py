@@ -93,8 +93,10 @@ def test_killed_mid_epoch_and_rerun_ends_bit_identical_under_deterministic(tmp_p
     # Both at once, to halve the wall time; the two cores are shared, the results are not.
     uninterrupted, killed = start(tmp_path / "whole"), start(tmp_path / "killed")
     metadata = resume_dir(tmp_path / "killed") / "keras" / "training_metadata.json"
+    # An epoch is backed up once keras_bp has recorded the digests of Keras's files.
+    digests = resume_dir(tmp_path / "killed") / "keras.sha256.json"
     deadline = time.monotonic() + 300
-    while not _backed_up_epochs(metadata):
+    while not (digests.exists() and _backed_up_epochs(metadata)):
         assert killed.poll() is None, killed.stderr.read()[-2000:]
         assert time.monotonic() < deadline, "epoch 1 never finished"
         time.sleep(0.01)
