@@ -37,7 +37,15 @@ def atomic_path(target):
 
 
 def _umask():
-    mask = os.umask(0)  # the only way to read it is to set it
+    """The process's umask, read without changing it (Linux names it in /proc)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it, briefly
     os.umask(mask)
     return mask
 

@@ -34,6 +34,7 @@ class RunCheckpoint:
         self.position = tf.Variable([0, 0], dtype=tf.int64)  # (epoch, step)
         self.checkpoint = tf.train.Checkpoint(position=self.position, **state)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2)
+        self.restored = None  # the checkpoint `restore` resumed from
         self._saved_at = 0
 
     def restore(self):
@@ -48,11 +49,13 @@ class RunCheckpoint:
         damaged = []
         for path in self._candidates():
             try:
+                _read_every_tensor(path)  # before any variable is touched
                 self.checkpoint.restore(str(path)).assert_consumed()
             except (AssertionError, ValueError, IndexError, OSError, tf.errors.OpError):
                 damaged.append(path.name)
                 print(f"warning: skipping damaged checkpoint {path}", file=sys.stderr)
                 continue
+            self.restored = path
             epoch, step = (int(v) for v in self.position.numpy())
             self._saved_at = epoch * self.steps_per_epoch + step
             return epoch, step
@@ -81,3 +84,11 @@ class RunCheckpoint:
         self.position.assign([epoch, step])
         self.manager.save()
         self._saved_at = epoch * self.steps_per_epoch + step
+
+
+def _read_every_tensor(path):
+    """Read every tensor of the checkpoint at `path`: TensorFlow checks each one's CRC32C as
+    it reads, so a damaged file fails here, before the live variables are restored from it."""
+    reader = tf.train.load_checkpoint(str(path))
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)

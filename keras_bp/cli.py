@@ -170,6 +170,9 @@ def check_out_dir(path: Path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} is a file, not a directory")
+    existing = next(p for p in [path, *path.absolute().parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path}: cannot write there ({existing} is not writable)")
     check_not_in_use(path)
     return path
 

@@ -47,6 +47,10 @@ class MnistUnavailable(RuntimeError):
     """Every MNIST source failed; the message names each source and why."""
 
 
+class CacheMiss(FileNotFoundError):
+    """A cache has no MNIST yet: expected on a first run, not a failure worth reporting."""
+
+
 class CacheWarning(UserWarning):
     """A cached MNIST file failed verification and was not used."""
 
@@ -93,7 +97,7 @@ def _read_npz(path) -> dict:
 def _from_keras_cache() -> dict:
     path = keras_cache_file()
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise CacheMiss(f"{path} does not exist")
     got = sha256_file(path)
     if got != KERAS_NPZ_SHA256:
         warnings.warn(
@@ -108,7 +112,7 @@ def _from_keras_cache() -> dict:
 def _from_own_cache() -> dict:
     path = cache_dir() / "mnist.npz"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise CacheMiss(f"{path} does not exist")
     try:
         return verify(_read_npz(path))
     except Exception as e:
@@ -119,6 +123,9 @@ def _from_own_cache() -> dict:
 
 
 def _from_keras_download() -> dict:
+    from keras_bp.tensorflow_start import start_tensorflow
+
+    start_tensorflow()  # Keras imports TensorFlow: keep its start-up lines off the terminal
     import keras
 
     # Keras prints "Downloading data from …" even when the download then fails; `load_mnist`
@@ -166,7 +173,7 @@ def load_mnist(sources=None, report=None):
         try:
             arrays = SOURCES[name]()
         except Exception as e:  # each failure is reported together below
-            failures.append(f"{name}: {_one_line(e)}")
+            failures.append((f"{name}: {_one_line(e)}", isinstance(e, CacheMiss)))
             continue
         if name != "keras_bp cache":
             try:
@@ -174,13 +181,15 @@ def load_mnist(sources=None, report=None):
             except OSError as e:
                 warnings.warn(f"could not write the MNIST cache: {e}", CacheWarning, stacklevel=2)
         if report:
-            missed = [f for f in failures if "does not exist" not in f]
+            missed = [text for text, cache_miss in failures if not cache_miss]
             verified = f"verified (sha256 of all four arrays), from {name}"
             if missed:
                 verified = f": {'; '.join(missed)}; so {verified}"
             report(f"MNIST {verified}; cached in {cache_dir()}".replace("MNIST :", "MNIST:"))
         return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
-    raise MnistUnavailable("MNIST could not be loaded from any source: " + "; ".join(failures))
+    raise MnistUnavailable(
+        "MNIST could not be loaded from any source: " + "; ".join(text for text, _ in failures)
+    )
 
 
 def _one_line(e: BaseException) -> str:
@@ -281,10 +290,6 @@ def data_fingerprint(x, y) -> str:
 
 if __name__ == "__main__":  # `make data`
     import sys
-
-    from keras_bp.tensorflow_start import start_tensorflow
-
-    start_tensorflow()  # Keras's downloader, the second source, imports it
 
     try:
         load_mnist(report=print)

@@ -59,8 +59,8 @@ def verify_backup(backup, manifest):
         return
     try:
         recorded = json.loads(manifest.read_text())
-        known = [recorded["latest"], recorded["previous"]]
-    except (OSError, ValueError, KeyError):
+        known = [dict(recorded["latest"]), dict(recorded["previous"])]
+    except (OSError, ValueError, KeyError, TypeError):
         print(
             f"warning: discarding the unverified backup in {backup}; starting over", file=sys.stderr
         )

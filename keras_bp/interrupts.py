@@ -37,15 +37,16 @@ def stop_requests():
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     watcher = threading.Thread(target=_watch, args=(read_fd, request), daemon=True)
-    previous_handlers = {s: signal.signal(s, _record_only) for s in SIGNALS}
-    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     watcher.start()
+    # The pipe first and last, around the handlers: no signal falls between the two.
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    previous_handlers = {s: signal.signal(s, _record_only) for s in SIGNALS}
     try:
         yield request
     finally:
-        signal.set_wakeup_fd(previous_fd)
         for s, handler in previous_handlers.items():
             signal.signal(s, handler)
+        signal.set_wakeup_fd(previous_fd)
         os.close(write_fd)  # the watcher's read ends: it exits
         watcher.join()
         os.close(read_fd)
@@ -60,10 +61,14 @@ def _watch(read_fd, request):
         signum = data[0]
         if signum not in SIGNALS:
             continue
+        name = signal.Signals(signum).name
         if request.requested is None:
             request.requested = signum
+            print(
+                f"\n{name}: stopping at the next safe point; send it again to exit now",
+                file=sys.stderr,
+            )
             continue
-        name = signal.Signals(signum).name
         print(f"\ninterrupted again by {name}: exiting now, without saving", file=sys.stderr)
         sys.stderr.flush()
         os._exit(128 + signum)

@@ -88,7 +88,7 @@ def _train_loop(config, data, stop, verbose, extra_metrics):
     epoch, step = ckpt.restore()
     resumed = resumed_at(epoch, step, config.epochs, per_epoch)
     if resumed and verbose:
-        print(resume_message(epoch, step, config.epochs, ckpt.manager.latest_checkpoint))
+        print(resume_message(epoch, step, config.epochs, ckpt.restored))
 
     tick = perf_counter()
     while epoch < config.epochs:
@@ -106,22 +106,20 @@ def _train_loop(config, data, stop, verbose, extra_metrics):
             loss, accuracy = totals.add(losses, correct, indices.shape[1], seconds=now - tick)
             tick = now
             bar.update(step, values=[("loss", loss), ("accuracy", accuracy)])
-            if stop.requested:  # Ctrl-C or SIGTERM: save this step, then stop
+            if step == per_epoch:
+                break  # the epoch's end below saves this step
+            if stop.requested or ckpt.due(epoch, step):
                 _check_finite_state(source, epoch, step, ckpt)
                 ckpt.save(epoch, step)
-                raise Interrupted(
-                    stop.requested,
-                    f"saved a checkpoint at epoch {epoch + 1} of {config.epochs}, step {step}, "
-                    f"in {ckpt.directory}; rerun the same command to resume",
-                )
-            if step < per_epoch and ckpt.due(epoch, step):
-                _check_finite_state(source, epoch, step, ckpt)
-                ckpt.save(epoch, step)
+                _stop_if_requested(stop, f"epoch {epoch + 1} of {config.epochs}, step {step}", ckpt)
         _check_finite_state(source, epoch, step, ckpt)
+        loss, accuracy = totals.means()
         log.record_epoch(epoch, {"loss": loss, "accuracy": accuracy}, totals.seconds())
         totals.reset()
         epoch, step = epoch + 1, 0
         ckpt.save(epoch, step)
+        if epoch < config.epochs:  # after the last epoch, finishing is quicker than stopping
+            _stop_if_requested(stop, f"the end of epoch {epoch} of {config.epochs}", ckpt)
 
     model = source.export_model()
     test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0)
@@ -157,11 +155,25 @@ class EpochTotals:
         self.variable.assign(sums)
         return sums[0] / sums[2], sums[1] / sums[2]
 
+    def means(self):
+        """The epoch's mean loss and accuracy so far."""
+        loss_sum, correct, seen, _ = self.variable.numpy()
+        return loss_sum / seen, correct / seen
+
     def seconds(self):
         return float(self.variable.numpy()[3])
 
     def reset(self):
         self.variable.assign(tf.zeros(4, tf.float64))
+
+
+def _stop_if_requested(stop, where, ckpt):
+    """After a save: stop here if Ctrl-C or SIGTERM has come."""
+    if stop.requested:
+        raise Interrupted(
+            stop.requested,
+            f"saved a checkpoint at {where}, in {ckpt.directory}; rerun the same command to resume",
+        )
 
 
 def _check_finite_losses(losses, epoch, first, ckpt):

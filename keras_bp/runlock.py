@@ -7,6 +7,7 @@ leaves a stale lock; the file itself stays, unlocked.
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from keras_bp.errors import UsageError
@@ -34,12 +35,15 @@ class RunLock:
         except OSError as e:
             raise UsageError(f"--out {self.out}: cannot write there ({e.strerror or e})") from None
         try:
-            _lock_or_refuse(fd, self.out)
-        except UsageError:
+            _lock_or_refuse(fd, self.out, patience=0.2)  # outlast a script's quick check
+            pid = f"{os.getpid()}\n".encode()
+            os.pwrite(fd, pid, 0)  # then cut any longer PID's tail: never an empty file
+            os.ftruncate(fd, len(pid))
+        except BaseException as e:
             os.close(fd)
+            if isinstance(e, OSError):
+                raise UsageError(f"--out {self.out}: cannot write there ({e.strerror})") from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -63,12 +67,19 @@ def check_not_in_use(out):
         os.close(fd)
 
 
-def _lock_or_refuse(fd, out):
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        raise UsageError(
-            f"--out {out} is in use by another run (PID {holder}); wait for it to finish, or "
-            "choose another --out"
-        ) from None
+def _lock_or_refuse(fd, out, patience=0.0):
+    """Take the lock on `fd`, trying for `patience` seconds, or refuse naming its holder."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    raise UsageError(
+        f"--out {out} is in use by another run (PID {holder}); wait for it to finish, or "
+        "choose another --out"
+    )

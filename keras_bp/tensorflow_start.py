@@ -30,7 +30,7 @@ def start_tensorflow(verbose=False):
             import tensorflow as tf
 
             tf.config.list_physical_devices()
-        except BaseException:
+        except Exception:
             os.dup2(saved, 2)
             sink.seek(0)
             sys.stderr.write(sink.read().decode(errors="replace"))

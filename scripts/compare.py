@@ -22,54 +22,57 @@ def main():
     out = cli.check_out_dir(fit_config.out)  # bad input fails fast, before TensorFlow starts
     cli.start_tensorflow(args.verbose)
     from keras_bp import atomic, data, loop, recipe, reproducible, runs
+    from keras_bp.runlock import RunLock
 
     settings = reproducible.configure(fit_config.seed, fit_config.deterministic)
 
     # Data.
     mnist = data.mnist_arrays(fit_config.train_samples)
 
-    # Train: model.fit, then the loop with each gradient source, from the same initial weights.
-    shared = {f.name: getattr(fit_config, f.name) for f in fields(TrainConfig)}
-    _, fit_metrics = recipe.train_fit(
-        replace(fit_config, out=out / "fit"), mnist, verbose=2, extra_metrics=settings
-    )
-    results = [fit_metrics]
-    for kind in ["tape", "manual"]:
-        config = LoopConfig(
-            **{
-                **shared,
-                "out": out / kind,
-                "speed": replace(
-                    LOOP_SPEED, fused=fit_config.speed.fused, xla=fit_config.speed.xla
-                ),
-            },
-            gradients=kind,
+    # Hold --out for the whole comparison: a second one into it is refused at once.
+    with RunLock(out):
+        # Train: model.fit, then the loop with each gradient source, from the same initial weights.
+        shared = {f.name: getattr(fit_config, f.name) for f in fields(TrainConfig)}
+        _, fit_metrics = recipe.train_fit(
+            replace(fit_config, out=out / "fit"), mnist, verbose=2, extra_metrics=settings
         )
-        results.append(loop.train_loop(config, mnist, verbose=2, extra_metrics=settings)[1])
-
-    # Report.
-    table = runs.markdown_table(
-        ["trainer", "test accuracy", "test loss", "training seconds"],
-        [
-            (
-                m["trainer"],
-                f"{m['test_accuracy']:.4f}",
-                f"{m['test_loss']:.4f}",
-                f"{m['train_seconds']:.1f}",
+        results = [fit_metrics]
+        for kind in ["tape", "manual"]:
+            config = LoopConfig(
+                **{
+                    **shared,
+                    "out": out / kind,
+                    "speed": replace(
+                        LOOP_SPEED, fused=fit_config.speed.fused, xla=fit_config.speed.xla
+                    ),
+                },
+                gradients=kind,
             )
-            for m in results
-        ],
-    )
-    header = (
-        f"{fit_config.epochs} epochs, batch {fit_config.batch_size}, seed {fit_config.seed}, "
-        f"{results[0]['train_samples']} training images; TensorFlow "
-        f"{results[0]['versions']['tensorflow']}, Keras {results[0]['versions']['keras']}"
-        + ("; RMSprop fused (--fused)" if fit_config.speed.fused else "")
-    )
-    report = f"{header}\n\n{table}\n"
-    atomic.write_bytes(out / "compare.md", report.encode())
-    print(report)
-    print(f"wrote {out / 'compare.md'}")
+            results.append(loop.train_loop(config, mnist, verbose=2, extra_metrics=settings)[1])
+
+        # Report.
+        table = runs.markdown_table(
+            ["trainer", "test accuracy", "test loss", "training seconds"],
+            [
+                (
+                    m["trainer"],
+                    f"{m['test_accuracy']:.4f}",
+                    f"{m['test_loss']:.4f}",
+                    f"{m['train_seconds']:.1f}",
+                )
+                for m in results
+            ],
+        )
+        header = (
+            f"{fit_config.epochs} epochs, batch {fit_config.batch_size}, seed {fit_config.seed}, "
+            f"{results[0]['train_samples']} training images; TensorFlow "
+            f"{results[0]['versions']['tensorflow']}, Keras {results[0]['versions']['keras']}"
+            + ("; RMSprop fused (--fused)" if fit_config.speed.fused else "")
+        )
+        report = f"{header}\n\n{table}\n"
+        atomic.write_bytes(out / "compare.md", report.encode())
+        print(report)
+        print(f"wrote {out / 'compare.md'}")
 
 
 if __name__ == "__main__":

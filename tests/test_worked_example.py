@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 from conftest import run_script
 
 GRADIENT_LINE = re.compile(r"^∂L/∂(\w+)\s+by hand = (\S+)\s+tape = (\S+)$", re.MULTILINE)
@@ -25,10 +26,15 @@ def test_worked_example_hand_gradients_match_tape():
     assert np.all(np.diff(losses) < 0), losses
 
 
-def test_verbose_shows_tensorflows_start_up_lines_again(monkeypatch):
+@pytest.mark.parametrize("how", ["--verbose", "KERAS_BP_VERBOSE=1"])
+def test_verbose_shows_tensorflows_start_up_lines_again(how, monkeypatch):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # as in a user's shell
     quiet = run_script("scripts/worked_example.py", timeout=120)
-    loud = run_script("scripts/worked_example.py", "--verbose", timeout=120)
+    if how.startswith("KERAS_BP_VERBOSE"):
+        monkeypatch.setenv("KERAS_BP_VERBOSE", "1")
+        loud = run_script("scripts/worked_example.py", timeout=120)
+    else:
+        loud = run_script("scripts/worked_example.py", how, timeout=120)
     assert quiet.returncode == loud.returncode == 0
     assert quiet.stderr == "" and quiet.stdout == loud.stdout
     assert "oneDNN" in loud.stderr or "cuda" in loud.stderr.lower(), loud.stderr[:500]
