@@ -15,6 +15,7 @@ import dataclasses
 import json
 import numbers
 import shutil
+import sys
 from pathlib import Path
 
 from keras_bp import atomic
@@ -73,12 +74,28 @@ class RunLog:
                 )
             self.epochs = saved["epochs"]
         else:  # written before any state, so no state is ever without its identity
+            self._warn_if_state_was_lost(fresh)
             self._write()
 
     def _state_exists(self):
         """Whether the trainer saved anything to resume from beside `run.json`. A run that
         stopped before its first save (a divergence in epoch 1, say) leaves nothing to protect."""
         return any(p != self.path for p in self.directory.iterdir())
+
+    def _warn_if_state_was_lost(self, fresh):
+        """A log of finished epochs with no state beside it: the state was deleted."""
+        if fresh or not self.path.exists():
+            return
+        try:
+            logged = len(json.loads(self.path.read_text())["epochs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if logged:
+            print(
+                f"warning: {self.directory} logs {logged} finished epoch{'s' * (logged > 1)} but "
+                "holds nothing to resume from; starting over",
+                file=sys.stderr,
+            )
 
     def _read(self):
         try:

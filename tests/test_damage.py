@@ -59,9 +59,11 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(
     checkpoints = _loop_killed_after_two_saves(tmp_path / "run", synthetic_data)
     DAMAGE[damage](checkpoints / "ckpt-2.data-00000-of-00001")
 
+    capsys.readouterr()
     _, resumed = train_loop(LoopConfig(**LOOP, out=tmp_path / "run"), synthetic_data, verbose=0)
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert warnings == [f"warning: skipping damaged checkpoint {checkpoints / 'ckpt-2'}"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: skipping damaged checkpoint {checkpoints / 'ckpt-2'}"
+    ]
     assert resumed["resumed_at"] == {"epoch": 1, "step": 6}  # ckpt-1's position
     assert resumed["weights_sha256"] == whole["weights_sha256"]
     assert resumed["history"] == whole["history"]
@@ -164,3 +166,24 @@ def test_a_first_backup_without_digests_is_discarded_and_training_starts_over(
         capsys.readouterr().err
     )
     assert resumed["resumed_at"] is None and len(resumed["history"]["loss"]) == 3
+
+
+def test_deleted_checkpoints_beside_a_log_of_finished_epochs_are_said_to_start_over(
+    tmp_path, synthetic_data, capsys
+):
+    import shutil
+
+    checkpoints = _loop_killed_after_two_saves(tmp_path, synthetic_data)
+    # Epoch 1 logged (as after a kill at its end), then every checkpoint deleted.
+    log = (resume_dir(tmp_path) / "run.json").read_text()
+    shutil.rmtree(checkpoints)
+    (resume_dir(tmp_path) / "run.json").write_text(
+        log.replace('"epochs": []', '"epochs": [{"loss": 1.0, "accuracy": 0.5, "seconds": 1.0}]')
+    )
+    capsys.readouterr()
+    _, metrics = train_loop(LoopConfig(**LOOP, out=tmp_path), synthetic_data, verbose=0)
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {resume_dir(tmp_path)} logs 1 finished epoch but holds nothing to resume "
+        "from; starting over"
+    ]
+    assert metrics["resumed_at"] is None
