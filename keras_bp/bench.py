@@ -7,6 +7,7 @@ movement. Every trainer's time is a ratio to that floor measured in the same pro
 ratios hold on a noisy, shared machine even when the seconds do not.
 """
 
+import platform
 import tempfile
 import time
 from dataclasses import replace
@@ -21,6 +22,35 @@ from keras_bp.recipe import train_fit
 
 LAYER_SIZES = (INPUT_DIM, HIDDEN_UNITS, NUM_CLASSES)  # the seed's network
 BATCH_SIZE = FitConfig().batch_size  # the recipe's
+
+
+def cpu_description() -> str:
+    """The CPU's model and widest vector extensions, so figures from two machines can be told
+    apart: "Intel(R) Xeon(R) Processor, AVX-512 (F, BW, VNNI, BF16), AMX"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(
+                line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line
+            )
+    except OSError:
+        return platform.processor() or platform.machine()
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    flags = set(info.get("flags", "").split())
+    avx512 = [
+        name
+        for name, flag in [
+            ("F", "avx512f"),
+            ("BW", "avx512bw"),
+            ("VNNI", "avx512_vnni"),
+            ("BF16", "avx512_bf16"),
+        ]
+        if flag in flags
+    ]
+    vector = (
+        f"AVX-512 ({', '.join(avx512)})" if avx512 else ("AVX2" if "avx2" in flags else "no AVX2")
+    )
+    extras = ", AMX" if "amx_tile" in flags else ""
+    return f"{info.get('model name', platform.machine())}, {vector}{extras}"
 
 
 def matmul_flops(batch=BATCH_SIZE, sizes=LAYER_SIZES):

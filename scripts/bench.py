@@ -80,7 +80,7 @@ def main():
         ["what", "seconds (median)", "ratio to floor", "GFLOP/s", "test accuracy"], rows
     )
     machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}; "
+        f"{platform.machine()}, {os.cpu_count()} cores, {bench.cpu_description()}; "
         f"TensorFlow {tf.__version__}"
     )
     print(

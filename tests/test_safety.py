@@ -43,7 +43,9 @@ def holder(out):
     "script, args",
     [
         ("manual_backprop.py", ["--epochs", "3", "--train-samples", "30000"]),
-        ("train.py", ["--epochs", "3", "--train-samples", "20000"]),
+        pytest.param(
+            "train.py", ["--epochs", "3", "--train-samples", "20000"], marks=pytest.mark.slow
+        ),
     ],
 )
 def test_a_second_run_into_a_busy_directory_is_refused_and_the_first_is_unaffected(
