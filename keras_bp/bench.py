@@ -1,27 +1,21 @@
-"""Speed of the three trainers against the machine's own matmul floor, measured side by side.
+"""Speed of the three trainers against this machine's own floors, measured side by side.
 
-The floor is the exact matrix products of training and nothing else: per step the forward
-products `(128×784)·(784×512)` and `(128×512)·(512×10)`, and the backward products for `dW2`,
-`dH` and `dW1`, looped for as many steps as 5 epochs take, in one compiled graph with no data
-movement. Every trainer's time is a ratio to that floor measured in the same process, so the
-ratios hold on a noisy, shared machine even when the seconds do not.
+Each trainer's time is a ratio to the floors (`keras_bp.floors`) measured in the same process,
+so the ratios hold on a noisy, shared machine even when the seconds do not. Beside the ratios:
+the seconds the first epoch spends tracing and compiling (its time above a later epoch's), the
+fixed cost per step above the training floor once running, and the peak memory of each run.
 """
 
 import platform
+import statistics
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
-import tensorflow as tf
-
+from keras_bp import floors, runs
 from keras_bp.config import FIT_SPEED, LOOP_SPEED, FitConfig, LoopConfig, Speed
 from keras_bp.loop import train_loop
-from keras_bp.model import HIDDEN_UNITS, INPUT_DIM, NUM_CLASSES
 from keras_bp.recipe import train_fit
-
-LAYER_SIZES = (INPUT_DIM, HIDDEN_UNITS, NUM_CLASSES)  # the seed's network
-BATCH_SIZE = FitConfig().batch_size  # the recipe's
 
 
 def cpu_description() -> str:
@@ -53,68 +47,58 @@ def cpu_description() -> str:
     return f"{info.get('model name', platform.machine())}, {vector}{extras}"
 
 
-def matmul_flops(batch=BATCH_SIZE, sizes=LAYER_SIZES):
-    """Floating-point operations of the five matrix products of one training step."""
-    d, h, c = sizes
-    forward = batch * d * h + batch * h * c
-    backward = batch * h * c + batch * c * h + d * batch * h  # dW2, dH, dW1
-    return 2 * (forward + backward)
-
-
-def floor_seconds(steps, batch=BATCH_SIZE, sizes=LAYER_SIZES, xla=False):
-    """Seconds for `steps` repetitions of the five products in one compiled loop."""
-    d, h, c = sizes
-    rng = tf.random.Generator.from_seed(0)
-    x, w1, w2 = rng.normal((batch, d)), rng.normal((d, h)) * 0.05, rng.normal((h, c)) * 0.05
-    products = _FLOOR_GRAPHS[xla]
-    products(x, w1, w2, tf.constant(2)).numpy()  # trace and compile outside the timing
-    start = time.perf_counter()
-    products(x, w1, w2, tf.constant(steps)).numpy()
-    return time.perf_counter() - start
-
-
-def _products_graph(xla):
-    @tf.function(jit_compile=xla)
-    def products(x, w1, w2, steps):
-        carry = tf.constant(0.0)
-        for _ in tf.range(steps):
-            # The carry makes every step depend on the last, so no product can be hoisted
-            # out of the loop or skipped; adding a scalar to x is the only non-matmul work.
-            xs = x + carry
-            hidden = tf.matmul(xs, w1)
-            out = tf.matmul(hidden, w2)
-            dw2 = tf.matmul(hidden, out, transpose_a=True)
-            dh = tf.matmul(out, w2, transpose_b=True)
-            dw1 = tf.matmul(xs, dh, transpose_a=True)
-            carry = (dw1[0, 0] + dw2[0, 0]) * 1e-30
-        return carry
-
-    return products
-
-
-# One graph each, built once: repeats reuse the trace instead of retracing.
-_FLOOR_GRAPHS = {xla: _products_graph(xla) for xla in (False, True)}
-
-
 def time_loop(kind, data, epochs, speed=LOOP_SPEED):
-    """Training seconds of the custom loop (`kind`: "tape" or "manual"), compile included."""
+    """Run the custom loop (`kind`: "tape" or "manual"); return its `run_figures`."""
     with tempfile.TemporaryDirectory() as out:
         config = LoopConfig(
             gradients=kind, epochs=epochs, out=Path(out), checkpoint_every=0, speed=speed
         )
         _, metrics = train_loop(config, data, verbose=0)
-    return metrics["train_seconds"], metrics["test_accuracy"]
+    return run_figures(metrics)
 
 
 def time_fit(data, epochs, speed=FIT_SPEED):
-    """Training seconds of the seed's recipe through `model.fit`, with `speed` options."""
+    """Run the seed's recipe through `model.fit` with `speed`; return its `run_figures`."""
     with tempfile.TemporaryDirectory() as out:
         _, metrics = train_fit(FitConfig(epochs=epochs, out=Path(out), speed=speed), data, 0)
-    return metrics["train_seconds"], metrics["test_accuracy"]
+    return run_figures(metrics)
+
+
+def run_figures(metrics):
+    """`seconds` of training, the `startup` seconds (tracing and compiling: the first epoch's
+    time above the median later epoch's; 0 for a one-epoch run) and the `test_accuracy`."""
+    first, *later = metrics["epoch_seconds"]
+    startup = max(first - statistics.median(later), 0.0) if later else 0.0
+    return {
+        "seconds": metrics["train_seconds"],
+        "startup": startup,
+        "test_accuracy": metrics["test_accuracy"],
+    }
+
+
+def reset_peak_memory():
+    """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mb():
+    """The process's peak resident memory since `reset_peak_memory`, in MB; None if unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def trainers(data, epochs):
-    """`{name: run}` for each trainer; `run()` returns `(training seconds, test accuracy)`.
+    """`{name: run}` for each trainer; `run()` returns its `run_figures`.
 
     Each trainer as it ships, then with `--fused` (the fastest settings that keep its updates),
     then with XLA, which was tried and is slower for fit.
@@ -135,3 +119,68 @@ def trainers(data, epochs):
         "tape loop: --xla": lambda: time_loop("tape", data, epochs, xla),
         "manual loop: --xla": lambda: time_loop("manual", data, epochs, xla),
     }
+
+
+def floor_runs(steps):
+    """`{name: run}` for the two floors, each with TensorFlow's kernels and with XLA."""
+    return {
+        f"{kind} floor, {'XLA' if xla else 'tf.function'}": (
+            lambda time_it=time_it, xla=xla: {"seconds": time_it(steps, xla=xla)}
+        )
+        for kind, time_it in [
+            ("matmul", floors.floor_seconds),
+            ("training", floors.training_floor_seconds),
+        ]
+        for xla in (False, True)
+    }
+
+
+def summarize(results, steps):
+    """Each row's medians over repeats, as ratios to the faster of each floor of the same run.
+
+    Args:
+        results: `{name: [figures of each repeat]}`, floors first, as `floor_runs` and
+            `trainers` name them, with `peak_rss_mb` added.
+        steps: training steps per run, for the fixed cost per step.
+    """
+    medians = {
+        name: {k: statistics.median(r[k] for r in runs) for k in runs[0] if runs[0][k] is not None}
+        for name, runs in results.items()
+    }
+    matmul = min(m["seconds"] for n, m in medians.items() if n.startswith("matmul floor"))
+    training = min(m["seconds"] for n, m in medians.items() if n.startswith("training floor"))
+    rows = {}
+    for name, m in medians.items():
+        row = {
+            **m,
+            "x_matmul_floor": m["seconds"] / matmul,
+            "x_training_floor": m["seconds"] / training,
+        }
+        if "startup" in m:
+            steady = m["seconds"] - m["startup"]
+            row["steady_x_training_floor"] = steady / training
+            row["fixed_us_per_step"] = (steady - training) / steps * 1e6
+        if name.startswith("matmul floor"):
+            row["gflops"] = floors.matmul_flops() * steps / m["seconds"] / 1e9
+        rows[name] = row
+    return {"matmul_floor_seconds": matmul, "training_floor_seconds": training, "rows": rows}
+
+
+def table(summary):
+    """The summary as a markdown table, one row per contestant."""
+    columns = [
+        ("seconds", "seconds", "{:.2f}"),
+        ("x_matmul_floor", "× matmul floor", "{:.2f}×"),
+        ("x_training_floor", "× training floor", "{:.2f}×"),
+        ("startup", "trace + compile s", "{:.2f}"),
+        ("steady_x_training_floor", "steady × training floor", "{:.2f}×"),
+        ("fixed_us_per_step", "fixed µs/step over training floor", "{:.0f}"),
+        ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+        ("gflops", "GFLOP/s", "{:.0f}"),
+        ("test_accuracy", "test accuracy", "{:.4f}"),
+    ]
+    rows = [
+        [name] + [fmt.format(row[key]) if key in row else "" for key, _, fmt in columns]
+        for name, row in summary["rows"].items()
+    ]
+    return runs.markdown_table(["what"] + [title for _, title, _ in columns], rows)

@@ -127,7 +127,12 @@ class RunLog:
 
         An epoch redone after a kill counts once: its entry holds the run that finished it.
         """
-        return sum(e["seconds"] for e in self.epochs[:epochs])
+        return sum(self.epoch_seconds(epochs))
+
+    def epoch_seconds(self, epochs: int) -> list:
+        """Each of the first `epochs` epochs' training seconds; the first includes tracing and
+        compiling."""
+        return [e["seconds"] for e in self.epochs[:epochs]]
 
     def _write(self):
         atomic.write_json(self.path, {"identity": self.identity, "epochs": self.epochs})

@@ -1,10 +1,12 @@
-"""How close does each trainer get to this machine's matmul limit? `make bench`.
+"""How close does each trainer get to this machine's own limits? `make bench`.
 
     python scripts/bench.py [--repeats 3] [--epochs 5] [--out runs/bench.json]
 
 Everything runs in this one process, side by side, with the runs interleaved round-robin, so
-the ratios to the floor hold on a noisy shared machine. Each figure is a median of `--repeats`
-runs. Training time counts compiling and training, not the TensorFlow import or the data load.
+the ratios to the floors hold on a noisy shared machine. Each figure is a median of `--repeats`
+runs. The floors (`keras_bp/floors.py`): the five matrix products of a step, and those plus one
+fused RMSprop update of every weight. Training time counts tracing, compiling and training, not
+the TensorFlow import or the data load; the table also splits off the tracing and compiling.
 """
 
 import os
@@ -32,61 +34,39 @@ def main():
     args = parser.parse_args()
     cli.check_out_dir(args.out.parent)
     cli.start_tensorflow(args.verbose)
-    import statistics
-
     import tensorflow as tf
 
     from keras_bp import atomic, bench, runs
     from keras_bp.data import load_mnist, mnist_arrays
+    from keras_bp.floors import BATCH_SIZE
 
     # Data: the cached load is timed on its own, then preprocessed once for every trainer.
     start = time.perf_counter()
     load_mnist()
     load_seconds = time.perf_counter() - start
     data = mnist_arrays()
-    batch_size = bench.BATCH_SIZE  # every row trains at the recipe's batch size
-    steps = args.epochs * steps_per_epoch(len(data[0][0]), batch_size)
+    steps = args.epochs * steps_per_epoch(len(data[0][0]), BATCH_SIZE)
 
-    # The contestants: the floor twice (TF kernels, XLA), then each trainer as it ships.
-    contestants = {
-        "floor: 5 matmuls/step, tf.function": lambda: (bench.floor_seconds(steps), None),
-        "floor: 5 matmuls/step, XLA": lambda: (bench.floor_seconds(steps, xla=True), None),
-        **bench.trainers(data, args.epochs),
-    }
-    times = {name: [] for name in contestants}
-    accuracy = {}
-    for r in range(args.repeats):
+    # The contestants: the two floors, then each trainer as it ships, fused, and with XLA.
+    contestants = {**bench.floor_runs(steps), **bench.trainers(data, args.epochs)}
+    results = {name: [] for name in contestants}
+    for r in range(args.repeats):  # interleaved, so a slow minute of the machine hits all
         for name, run in contestants.items():
-            seconds, acc = run()
-            times[name].append(seconds)
-            accuracy[name] = acc
-            print(f"[{r + 1}/{args.repeats}] {name}: {seconds:.2f} s", flush=True)
+            bench.reset_peak_memory()
+            figures = {**run(), "peak_rss_mb": bench.peak_memory_mb()}
+            results[name].append(figures)
+            print(f"[{r + 1}/{args.repeats}] {name}: {figures['seconds']:.2f} s", flush=True)
 
-    # Report: ratios to the faster floor of this same run.
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    floor = min(medians[n] for n in medians if n.startswith("floor"))
-    flops = bench.matmul_flops() * steps
-    rows = [
-        (
-            name,
-            f"{s:.2f}",
-            f"{s / floor:.2f}×",
-            f"{flops / s / 1e9:.0f}" if name.startswith("floor") else "",
-            "" if accuracy[name] is None else f"{accuracy[name]:.4f}",
-        )
-        for name, s in medians.items()
-    ]
-    table = runs.markdown_table(
-        ["what", "seconds (median)", "ratio to floor", "GFLOP/s", "test accuracy"], rows
-    )
+    # Report: ratios to the faster of each floor, measured in this same run.
+    summary = bench.summarize(results, steps)
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, {bench.cpu_description()}; "
         f"TensorFlow {tf.__version__}"
     )
     print(
-        f"\n{args.epochs} epochs = {steps} steps of batch {batch_size}; "
-        f"median of {args.repeats} runs; "
-        f"{machine}\n\n{table}\n\nMNIST load from cache: {load_seconds:.2f} s"
+        f"\n{args.epochs} epochs = {steps} steps of batch {BATCH_SIZE}; median of "
+        f"{args.repeats} runs; {machine}\n\n{bench.table(summary)}\n\n"
+        f"MNIST load from cache: {load_seconds:.2f} s"
     )
     atomic.write_json(
         args.out,
@@ -95,12 +75,9 @@ def main():
             "steps": steps,
             "repeats": args.repeats,
             "machine": machine,
-            "floor_seconds": floor,
             "load_seconds": load_seconds,
-            "times": times,
-            "medians": medians,
-            "ratios": {n: s / floor for n, s in medians.items()},
-            "test_accuracy": accuracy,
+            "results": results,
+            **summary,
             "versions": runs.versions(),
         },
     )

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_bp import bench
+from keras_bp import bench, floors
 
 
 def test_matmul_flops_counts_the_five_products_of_a_step():
@@ -13,7 +13,7 @@ def test_matmul_flops_counts_the_five_products_of_a_step():
     expected = 2 * (
         128 * 784 * 512 + 128 * 512 * 10 + 512 * 128 * 10 + 128 * 10 * 512 + 784 * 128 * 512
     )
-    assert bench.matmul_flops() == expected
+    assert floors.matmul_flops() == expected
 
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads Linux's /proc/cpuinfo")
@@ -27,3 +27,34 @@ def test_the_cpu_is_named_with_its_vector_extensions():
         assert "AVX-512 (F" in described
     else:
         assert ("AVX2" in described) == ("avx2" in flags)
+
+
+def test_the_summary_reads_every_row_against_both_floors():
+    results = {
+        "matmul floor, tf.function": [{"seconds": 1.0, "peak_rss_mb": 10.0}],
+        "matmul floor, XLA": [{"seconds": 2.0, "peak_rss_mb": 10.0}],
+        "training floor, tf.function": [{"seconds": 1.6, "peak_rss_mb": 10.0}],
+        "training floor, XLA": [{"seconds": 1.5, "peak_rss_mb": 10.0}],
+        "loop": [
+            {"seconds": 2.5, "startup": 0.5, "test_accuracy": 0.97, "peak_rss_mb": 900.0},
+            {"seconds": 2.3, "startup": 0.3, "test_accuracy": 0.97, "peak_rss_mb": 800.0},
+            {"seconds": 2.1, "startup": 0.1, "test_accuracy": 0.97, "peak_rss_mb": 700.0},
+        ],
+    }
+    summary = bench.summarize(results, steps=1000)
+    assert (summary["matmul_floor_seconds"], summary["training_floor_seconds"]) == (1.0, 1.5)
+    loop = summary["rows"]["loop"]
+    assert loop["seconds"] == 2.3 and loop["x_matmul_floor"] == pytest.approx(2.3)
+    assert loop["x_training_floor"] == pytest.approx(2.3 / 1.5)
+    assert loop["steady_x_training_floor"] == pytest.approx((2.3 - 0.3) / 1.5)
+    assert loop["fixed_us_per_step"] == pytest.approx((2.0 - 1.5) / 1000 * 1e6)
+    assert loop["peak_rss_mb"] == 800.0
+    assert "gflops" in summary["rows"]["matmul floor, tf.function"] and "gflops" not in loop
+    assert bench.table(summary).count("\n") == 2 + len(results) - 1
+
+
+def test_startup_is_the_first_epochs_time_above_a_later_ones():
+    metrics = {"epoch_seconds": [3.0, 1.0, 1.2, 0.8], "train_seconds": 6.0, "test_accuracy": 0.9}
+    assert bench.run_figures(metrics)["startup"] == pytest.approx(2.0)
+    one_epoch = {"epoch_seconds": [3.0], "train_seconds": 3.0, "test_accuracy": 0.9}
+    assert bench.run_figures(one_epoch)["startup"] == 0.0

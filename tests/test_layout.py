@@ -29,7 +29,7 @@ LAYERS = {
         "runs",
         "reproducible",
     ],
-    "checks": ["gradcheck", "parity", "bench"],
+    "checks": ["gradcheck", "parity", "floors", "bench"],
     "edge": ["cli", "commands", "__main__"],
 }
 LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
