@@ -17,12 +17,9 @@ from keras_bp.batches import epoch_chunks, epoch_permutation
 from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.compiled import CompiledSteps
 from keras_bp.config import LoopConfig, steps_per_epoch
-from keras_bp.data import check_training_data, data_fingerprint, data_for_run
 from keras_bp.errors import Interrupted, NonFiniteLoss
 from keras_bp.gradients import make_source
-from keras_bp.interrupts import stop_requests
-from keras_bp.runlock import RunLock
-from keras_bp.runlog import RunLog, resume_message, resumed_at, run_identity
+from keras_bp.runlog import resume_message, resumed_at, start_run
 
 
 def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
@@ -45,19 +42,13 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
         Interrupted: SIGINT or SIGTERM arrived; a checkpoint of the step it stopped at was saved.
         NonFiniteLoss: the loss or the weights became NaN or Inf; the last good checkpoint is kept.
     """
-    data = data_for_run(data, config.train_samples)
-    check_training_data(data, config.batch_size)
-    with RunLock(config.out), stop_requests() as stop:
-        return _train_loop(config, data, stop, verbose, extra_metrics)
+    with start_run(config, data) as (data, log, stop):
+        return _train_loop(config, data, log, stop, verbose, extra_metrics)
 
 
-def _train_loop(config, data, stop, verbose, extra_metrics):
+def _train_loop(config, data, log, stop, verbose, extra_metrics):
     (x_train, y_train), (x_test, y_test) = data
     n = len(x_train)
-    # Refuses another run's checkpoints, before TensorFlow starts its devices.
-    log = RunLog(
-        config.out, run_identity(config, data_fingerprint(x_train, y_train), n), config.fresh
-    )
     source = make_source(
         config.gradients,
         seed=config.seed,

@@ -9,13 +9,10 @@ import keras
 
 from keras_bp import runs
 from keras_bp.config import FitConfig, steps_per_epoch
-from keras_bp.data import check_training_data, data_fingerprint, data_for_run
 from keras_bp.fit_backup import BackupDigests, verify_backup
 from keras_bp.fit_guards import EpochLog, StopOnNonFinite, StopOnSignal
-from keras_bp.interrupts import stop_requests
 from keras_bp.model import build_model
-from keras_bp.runlock import RunLock
-from keras_bp.runlog import RunLog, run_identity
+from keras_bp.runlog import start_run
 
 
 def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None):
@@ -39,17 +36,12 @@ def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None):
         Interrupted: SIGINT or SIGTERM arrived; the last finished epoch's backup is kept.
         NonFiniteLoss: the loss or the weights became NaN or Inf; nothing was saved.
     """
-    data = data_for_run(data, config.train_samples)
-    check_training_data(data, config.batch_size)
-    with RunLock(config.out), stop_requests() as stop:
-        return _train_fit(config, data, stop, verbose, extra_metrics)
+    with start_run(config, data) as (data, log, stop):
+        return _train_fit(config, data, log, stop, verbose, extra_metrics)
 
 
-def _train_fit(config, data, stop, verbose, extra_metrics):
+def _train_fit(config, data, log, stop, verbose, extra_metrics):
     (x_train, y_train), (x_test, y_test) = data
-    identity = run_identity(config, data_fingerprint(x_train, y_train), len(x_train))
-    # Refuses another run's backup, before TensorFlow starts its devices: a refusal is instant.
-    log = RunLog(config.out, identity, config.fresh)
 
     # The same seed gives the same initial weights as `keras_bp.gradients.make_source`.
     keras.utils.set_random_seed(config.seed)

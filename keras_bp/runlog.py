@@ -11,6 +11,7 @@ leaves a log one epoch ahead of the state; the resumed run redoes that epoch and
 entry, so the history always describes the weights that were saved.
 """
 
+import contextlib
 import dataclasses
 import json
 import numbers
@@ -19,12 +20,32 @@ import sys
 from pathlib import Path
 
 from keras_bp import atomic
+from keras_bp.data import check_training_data, data_fingerprint, data_for_run
 from keras_bp.errors import UsageError
+from keras_bp.interrupts import stop_requests
+from keras_bp.runlock import RunLock
 
 
 def resume_dir(out) -> Path:
     """Where a run in `out` keeps what a resume needs; deleted once the run is saved."""
     return Path(out) / "resume"
+
+
+@contextlib.contextmanager
+def start_run(config, data=None):
+    """What every trainer does before it trains, in this order; yields `(data, log, stop)`.
+
+    It resolves and checks the data (so bad input creates nothing), takes `config.out` for this
+    process (`keras_bp.runlock`), turns Ctrl-C and SIGTERM into stop requests
+    (`keras_bp.interrupts`), and opens the run's `RunLog`, which refuses another run's state
+    before TensorFlow starts its devices.
+    """
+    data = data_for_run(data, config.train_samples)
+    check_training_data(data, config.batch_size)
+    (x_train, y_train), _ = data
+    identity = run_identity(config, data_fingerprint(x_train, y_train), len(x_train))
+    with RunLock(config.out), stop_requests() as stop:
+        yield data, RunLog(config.out, identity, config.fresh), stop
 
 
 def run_identity(config, data_fingerprint: str, samples: int) -> dict:

@@ -16,6 +16,41 @@ class Killed(BaseException):
     """Stands in for SIGKILL inside one process: not an Exception, so nothing catches it."""
 
 
+def die_after(monkeypatch, owner, method, when=lambda calls: True):
+    """Let `owner.method` run, then raise `Killed` once `when(calls)` is true.
+
+    `calls` lists the positional arguments of each call so far, the latest last; the same list is
+    returned, so a test can see where the kill came (the epoch and step of the last save, say).
+    """
+    real, calls = getattr(owner, method), []
+
+    def then_die(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        calls.append(args)
+        if when(calls):
+            raise Killed
+        return result
+
+    monkeypatch.setattr(owner, method, then_die)
+    return calls
+
+
+# A small real-MNIST loop run that checkpoints often, for runs stopped in a subprocess.
+LOOP_RUN = [
+    "--deterministic",
+    "--train-samples",
+    "9600",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "32",
+    "--steps-per-call",
+    "25",
+    "--checkpoint-every",
+    "25",
+]
+
+
 @pytest.fixture(scope="session")
 def mnist():
     """Real, verified MNIST (uint8), loaded once per session."""

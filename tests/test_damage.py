@@ -2,7 +2,7 @@
 each damaged file; when none is intact, one line says so and that --fresh starts over."""
 
 import pytest
-from conftest import Killed
+from conftest import Killed, die_after
 
 from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.config import FitConfig, LoopConfig, Speed
@@ -35,17 +35,8 @@ DAMAGE = {"truncated": truncate, "bit-flipped": flip_a_byte, "deleted": delete}
 
 
 def _loop_killed_after_two_saves(out, data):
-    save = RunCheckpoint.save
-    saves = []
-
-    def save_then_die(self, epoch, step):
-        save(self, epoch, step)
-        saves.append((epoch, step))
-        if len(saves) == 2:
-            raise Killed
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(RunCheckpoint, "save", save_then_die)
+        die_after(patch, RunCheckpoint, "save", when=lambda saves: len(saves) == 2)
         with pytest.raises(Killed):
             train_loop(LoopConfig(**LOOP, out=out), data, verbose=0)
     return resume_dir(out) / "checkpoints"
@@ -89,15 +80,8 @@ def test_no_intact_checkpoint_is_one_line_naming_them(tmp_path, synthetic_data):
 
 
 def _fit_killed_after_epoch_2(out, data):
-    record = BackupDigests.on_epoch_end
-
-    def record_then_die(self, epoch, logs=None):
-        record(self, epoch, logs)
-        if epoch == 1:
-            raise Killed
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(BackupDigests, "on_epoch_end", record_then_die)
+        die_after(patch, BackupDigests, "on_epoch_end", when=lambda calls: calls[-1][0] == 1)
         with pytest.raises(Killed):
             train_fit(FitConfig(**FIT, out=out), data, verbose=0)
     return resume_dir(out) / "keras"

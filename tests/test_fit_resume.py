@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, Killed, run_script
+from conftest import ROOT, Killed, die_after, run_script
 
 from keras_bp import fit_guards
 from keras_bp.config import FitConfig
@@ -16,21 +16,10 @@ from keras_bp.recipe import train_fit
 from keras_bp.runlog import resume_dir
 
 
-def kill_after_backup_of_epoch(monkeypatch, epochs_done):
-    record_digests = BackupDigests.on_epoch_end
-
-    def on_epoch_end(self, epoch, logs=None):
-        record_digests(self, epoch, logs)
-        if epoch + 1 == epochs_done:
-            raise Killed
-
-    monkeypatch.setattr(BackupDigests, "on_epoch_end", on_epoch_end)
-
-
 def train_fit_killed_after_epoch(config, data, monkeypatch, epochs_done):
     """Run `train_fit` until epoch `epochs_done` is backed up, then stop as a kill would."""
     with monkeypatch.context() as patch:
-        kill_after_backup_of_epoch(patch, epochs_done)
+        die_after(patch, BackupDigests, "on_epoch_end", lambda c: c[-1][0] + 1 == epochs_done)
         with pytest.raises(Killed):
             train_fit(config, data, verbose=0)
 

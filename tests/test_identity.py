@@ -7,7 +7,7 @@ setting is refused in one line naming it, before anything is restored or trained
 from dataclasses import replace
 
 import pytest
-from conftest import Killed, make_synthetic_data
+from conftest import Killed, die_after, make_synthetic_data
 
 from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.config import FitConfig, LoopConfig, Speed
@@ -36,27 +36,15 @@ CHANGES = {
 
 
 def _fit_killed_after_epoch_1(config):
-    backup = BackupDigests.on_epoch_end
-
-    def on_epoch_end(self, epoch, logs=None):
-        backup(self, epoch, logs)
-        raise Killed
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(BackupDigests, "on_epoch_end", on_epoch_end)
+        die_after(patch, BackupDigests, "on_epoch_end")
         with pytest.raises(Killed):
             train_fit(config, make_synthetic_data(), verbose=0)
 
 
 def _loop_killed_at_first_checkpoint(config):
-    save = RunCheckpoint.save
-
-    def save_then_die(self, epoch, step):
-        save(self, epoch, step)
-        raise Killed
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(RunCheckpoint, "save", save_then_die)
+        die_after(patch, RunCheckpoint, "save")
         with pytest.raises(Killed):
             train_loop(config, make_synthetic_data(), verbose=0)
 

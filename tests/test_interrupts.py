@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from keras_bp import loop
+from keras_bp import loop, runlog
 from keras_bp.compiled import CompiledSteps
 from keras_bp.config import LoopConfig, Speed
 from keras_bp.errors import Interrupted, UsageError
@@ -21,7 +21,7 @@ CONFIG = dict(gradients="manual", epochs=2, batch_size=24, seed=5, speed=Speed(3
 def _stop_after(monkeypatch, last_call):
     """Request a stop as the call `last_call(indices)` picks out returns."""
     request = StopRequest()
-    monkeypatch.setattr(loop, "stop_requests", contextlib.contextmanager(lambda: (yield request)))
+    monkeypatch.setattr(runlog, "stop_requests", contextlib.contextmanager(lambda: (yield request)))
     run = CompiledSteps.run
 
     def run_then_signal(self, x, y, indices):

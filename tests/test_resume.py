@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, Killed
+from conftest import LOOP_RUN, ROOT, Killed, die_after
 
 from keras_bp import loop
 from keras_bp.checkpoints import RunCheckpoint
@@ -58,18 +58,9 @@ def test_fit_same_seed_gives_bit_identical_weights(tmp_path, synthetic_data):
 def _kill_at_save(monkeypatch, saves_before_kill):
     """Make the `saves_before_kill`-th checkpoint save the last thing the process does.
 
-    Returns the list the positions `(epoch, step)` of the saves are appended to.
+    Returns the list the arguments `(epoch, step)` of the saves are appended to.
     """
-    real_save, saves = RunCheckpoint.save, []
-
-    def save_then_die(self, epoch, step):
-        real_save(self, epoch, step)
-        saves.append((epoch, step))
-        if len(saves) == saves_before_kill:
-            raise Killed
-
-    monkeypatch.setattr(RunCheckpoint, "save", save_then_die)
-    return saves
+    return die_after(monkeypatch, RunCheckpoint, "save", lambda s: len(s) == saves_before_kill)
 
 
 def _fake_clock(monkeypatch):
@@ -137,13 +128,7 @@ def test_a_resumed_run_says_where_and_counts_every_epoch_once(
 
     with monkeypatch.context() as patch:
         if kill == "after epoch 1 was logged":  # before the epoch-end checkpoint: redone
-            log_epoch = RunLog.record_epoch
-
-            def log_then_die(self, *args):
-                log_epoch(self, *args)
-                raise Killed
-
-            patch.setattr(RunLog, "record_epoch", log_then_die)
+            die_after(patch, RunLog, "record_epoch")
         else:
             _kill_at_save(patch, 4 if kill == "at save 4" else 6)
         with pytest.raises(Killed):
@@ -207,23 +192,7 @@ def test_non_finite_input_is_rejected_before_training(tmp_path, synthetic_data):
 
 
 def _command(script, out):
-    return [
-        sys.executable,
-        str(ROOT / "scripts" / script),
-        "--deterministic",
-        "--train-samples",
-        "9600",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "32",
-        "--checkpoint-every",
-        "25",
-        "--steps-per-call",
-        "25",
-        "--out",
-        str(out),
-    ]
+    return [sys.executable, str(ROOT / "scripts" / script), *LOOP_RUN, "--out", str(out)]
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, run_script
+from conftest import LOOP_RUN, ROOT, run_script
 
 from keras_bp.runlock import LOCK_NAME
 from keras_bp.runlog import resume_dir
@@ -64,21 +64,6 @@ def test_a_second_run_into_a_busy_directory_is_refused_and_the_first_is_unaffect
     assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["resumed_at"] is None and metrics["epochs"] == 3
-
-
-LOOP_RUN = [
-    "--deterministic",
-    "--train-samples",
-    "9600",
-    "--epochs",
-    "3",
-    "--batch-size",
-    "32",
-    "--steps-per-call",
-    "25",
-    "--checkpoint-every",
-    "25",
-]
 
 
 def stop_at_first_checkpoint(script, args, out, signum):
