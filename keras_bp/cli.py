@@ -98,7 +98,28 @@ def train_parser(description, trainer, out=None):
         help="update with RMSprop as one fused kernel: the same rule, equal to float rounding "
         "(keras_bp/fused.py)",
     )
+    p.add_argument(
+        "--early-stopping",
+        type=positive_int,
+        metavar="PATIENCE",
+        help="hold out the last sixth of the training images (10000 of 60000) as validation; "
+        "stop when the validation loss has not improved for PATIENCE epochs, and keep the "
+        "weights of the epoch where it was lowest",
+    )
+    p.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="DIR",
+        help="write TensorBoard event files into DIR: train, validation and test loss and "
+        "accuracy, and weight histograms, per epoch (tensorboard --logdir DIR)",
+    )
     if trainer == "fit":
+        p.add_argument(
+            "--keras-shuffle",
+            action="store_true",
+            help="let fit shuffle the arrays itself; seeded, Keras repeats one order every "
+            "epoch (default: a new order each epoch, the loops' order)",
+        )
         p.add_argument(
             "--steps-per-execution",
             dest="steps_per_call",
@@ -156,6 +177,10 @@ def config_from_args(args, trainer):
 
 def print_summary(metrics, out: Path):
     """The end of every trainer's output: test accuracy and loss, and the files written."""
+    stopping = metrics.get("early_stopping")
+    if stopping:
+        ran = stopping["stopped_epoch"] or metrics["epochs"]
+        print(f"early stopping: best epoch {stopping['best_epoch']} of {ran} trained")
     print(f"test accuracy: {metrics['test_accuracy']:.4f}")
     print(f"test loss: {metrics['test_loss']:.4f}  ({metrics['train_seconds']:.1f} s training)")
     print(f"wrote {out / 'metrics.json'} and {out / 'model.keras'}")

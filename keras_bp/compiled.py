@@ -8,7 +8,7 @@ as tensors, and `keras_bp.loop` drives the chunks. A test holds the two to the s
 import numpy as np
 import tensorflow as tf
 
-from keras_bp.gradients import GradientSource, train_step
+from keras_bp.gradients import GradientSource, count_correct, train_step
 
 
 class CompiledSteps:
@@ -40,6 +40,9 @@ class CompiledSteps:
             tf.TensorSpec([], tf.int32),
         ]
         self.graph = tf.function(self._run, input_signature=signature, autograph=False)
+        self.evaluate_graph = tf.function(
+            self._evaluate, input_signature=signature[:2], autograph=False
+        )
         self.xla_graph = None
         if xla:
             self.xla_graph = tf.function(
@@ -58,6 +61,15 @@ class CompiledSteps:
         padded[:steps] = indices
         losses, correct = self.xla_graph(x, y, padded, steps)
         return losses[:steps], correct[:steps]
+
+    def evaluate(self, x, y):
+        """`(loss, accuracy)` of the current weights on all of `x`, `y`, in one forward pass."""
+        loss, correct = self.evaluate_graph(x, y)
+        return float(loss), int(correct) / len(x)
+
+    def _evaluate(self, x, y):
+        loss, scores = self.source.forward(x, y)
+        return loss, count_correct(y, scores)
 
     def _run(self, x, y, indices, steps):
         self.traces += 1

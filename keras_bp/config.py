@@ -21,7 +21,11 @@ DEFAULT_OUT = {
     "tape": "runs/custom_loop",
     "manual": "runs/manual",
     "compare": "runs/compare",  # scripts/compare.py: one subdirectory per trainer
+    "report": "runs/report",  # scripts/report.py: one subdirectory per trainer and seed
 }
+# Early stopping holds out the last sixth of the training images (10,000 of MNIST's 60,000) as
+# validation: the part Keras's `validation_split=1/6` takes, the same for all three trainers.
+VALIDATION_FRACTION = 6
 
 
 def _check_positive_int(name, value):
@@ -68,6 +72,11 @@ class TrainConfig:
         fresh: delete the run's resume state in `out` instead of resuming from it.
         out: the run's directory; `None` for the trainer's `DEFAULT_OUT`.
         speed: how the trainer executes (`Speed`).
+        early_stopping: `None`, or the patience `P`: hold out the last sixth of the training
+            images as validation, stop once the validation loss has not improved for `P`
+            epochs, and end with the weights of the epoch where it was lowest (Keras's
+            `EarlyStopping(patience=P, restore_best_weights=True)`).
+        tensorboard: a directory for TensorBoard's event files, or `None`. It changes no number.
     """
 
     epochs: int = 5
@@ -80,6 +89,8 @@ class TrainConfig:
     fresh: bool = False
     out: Path | None = None
     speed: Speed = FIT_SPEED
+    early_stopping: int | None = None
+    tensorboard: Path | None = None
 
     trainer: ClassVar[str]  # "fit", "tape" or "manual": set by each subclass
 
@@ -92,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"seed: expected an integer >= 0, received {self.seed!r}")
         if self.train_samples is not None:
             _check_positive_int("train_samples", self.train_samples)
+        if self.early_stopping is not None:
+            _check_positive_int("early_stopping", self.early_stopping)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer: expected one of {OPTIMIZERS}, received {self.optimizer!r}"
@@ -104,6 +117,8 @@ class TrainConfig:
         if self.out is None:
             object.__setattr__(self, "out", Path(DEFAULT_OUT[self.trainer]))
         object.__setattr__(self, "out", Path(self.out))
+        if self.tensorboard is not None:
+            object.__setattr__(self, "tensorboard", Path(self.tensorboard))
 
     @property
     def resolved_learning_rate(self):
@@ -115,9 +130,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class FitConfig(TrainConfig):
-    """`TrainConfig` for `model.fit`: `speed.steps_per_call` is `steps_per_execution`."""
+    """`TrainConfig` for `model.fit`: `speed.steps_per_call` is `steps_per_execution`.
+
+    Args:
+        keras_shuffle: feed `fit` the arrays and let Keras shuffle them. With a seed set,
+            Keras's TensorFlow backend then repeats one order in every epoch. By default `fit`
+            gets a new order each epoch, as the unseeded published recipe does, fixed by
+            `(seed, epoch)`: the loops' order (`keras_bp.fit_input`).
+    """
 
     trainer: ClassVar[str] = "fit"
+    keras_shuffle: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +178,11 @@ class LoopConfig(TrainConfig):
 def steps_per_epoch(samples: int, batch_size: int) -> int:
     """Batches in one pass over `samples`: the last one is partial when they don't divide."""
     return math.ceil(samples / batch_size)
+
+
+def validation_samples(samples: int, early_stopping) -> int:
+    """How many of `samples` training images early stopping holds out; 0 without it."""
+    return samples // VALIDATION_FRACTION if early_stopping is not None else 0
 
 
 def field_names(cls) -> set:

@@ -18,6 +18,7 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -197,28 +198,21 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[-1] if text else ''}"
 
 
-def check_training_data(data, batch_size):
-    """Reject non-finite values and a batch larger than the training set, before training.
-
-    Args:
-        data: preprocessed `((x_train, y_train), (x_test, y_test))`.
-    """
-    (x_train, y_train), (x_test, y_test) = data
-    for name, a in [
-        ("x_train", x_train),
-        ("y_train", y_train),
-        ("x_test", x_test),
-        ("y_test", y_test),
-    ]:
-        bad = np.size(a) - np.count_nonzero(np.isfinite(a))
-        if bad:
-            raise InputError(
-                f"{name} contains {bad} non-finite values (NaN or Inf) "
-                f"out of {np.size(a)}; refusing to train on it"
-            )
-    if batch_size > len(x_train):
+def check_training_data(data: "RunData", batch_size):
+    """Reject non-finite values and a batch larger than the training set, before training."""
+    parts = {"train": data.train, "validation": data.validation, "test": data.test}
+    for part, xy in parts.items():
+        for name, a in zip(("x", "y"), xy or (), strict=False):
+            bad = np.size(a) - np.count_nonzero(np.isfinite(a))
+            if bad:
+                raise InputError(
+                    f"{name}_{part} contains {bad} non-finite values (NaN or Inf) "
+                    f"out of {np.size(a)}; refusing to train on it"
+                )
+    if batch_size > len(data.train[0]):
         raise InputError(
-            f"--batch-size {batch_size} is larger than the training set ({len(x_train)} samples)"
+            f"--batch-size {batch_size} is larger than the training set "
+            f"({len(data.train[0])} samples)"
         )
 
 
@@ -272,6 +266,24 @@ def data_for_run(data=None, train_samples=None):
     if train_samples is not None:
         x_train, y_train = x_train[:train_samples], y_train[:train_samples]
     return (x_train, y_train), test
+
+
+class RunData(NamedTuple):
+    """What one run trains on, validates on and tests on: `(x, y)` pairs, preprocessed."""
+
+    train: tuple
+    validation: tuple | None  # early stopping's held-out images; `None` without it
+    test: tuple
+
+
+def hold_out(data, validation_samples: int) -> RunData:
+    """Split the last `validation_samples` training images off as validation (0: none), as
+    Keras's `validation_split` does: the last part, before any shuffle."""
+    (x, y), test = data
+    if not validation_samples:
+        return RunData((x, y), None, test)
+    cut = len(x) - validation_samples
+    return RunData((x[:cut], y[:cut]), (x[cut:], y[cut:]), test)
 
 
 def data_fingerprint(x, y) -> str:

@@ -108,8 +108,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class EpochLog(keras.callbacks.Callback):
-    """Logs each finished epoch's metrics and seconds into the run's `RunLog`; says where a
-    resumed run continues, before it trains.
+    """Logs each finished epoch's metrics and seconds into the run's `RunLog`, with the test
+    set's loss and accuracy evaluated then; says where a resumed run continues, before it trains.
 
     Place it before `BackupAndRestore`: an epoch logged but not backed up before a kill is
     redone on resume, and its entry overwritten.
@@ -118,13 +118,17 @@ class EpochLog(keras.callbacks.Callback):
         log: the run's `keras_bp.runlog.RunLog`.
         epochs: the run's epoch count.
         steps_per_epoch: `fit`'s batches per epoch.
+        test: `(x_test, y_test)`, evaluated after each epoch (outside its seconds; `evaluate`
+            changes no weight and draws no random number).
+        summaries: a `keras_bp.summaries.EpochSummaries` for the test run, or `None`.
         verbose: print the resume line (as `fit`'s own `verbose`).
     """
 
-    def __init__(self, log, epochs, steps_per_epoch, verbose=1):
+    def __init__(self, log, epochs, steps_per_epoch, test, summaries=None, verbose=1):
         super().__init__()
         self.log, self.epochs, self.verbose = log, epochs, verbose
         self.steps_per_epoch = steps_per_epoch
+        self.test, self.summaries = test, summaries
         self.first_epoch = None
         self._tick = None
 
@@ -133,19 +137,20 @@ class EpochLog(keras.callbacks.Callback):
         """`metrics.json`'s `resumed_at` (`keras_bp.runlog.resumed_at`)."""
         return resumed_at(self.first_epoch or 0, 0, self.epochs, self.steps_per_epoch)
 
-    def on_train_begin(self, logs=None):
-        self._tick = perf_counter()
-
     def on_epoch_begin(self, epoch, logs=None):
+        self._tick = perf_counter()
         if self.first_epoch is None:
             self.first_epoch = epoch
             if epoch and self.verbose:
                 print(resume_message(epoch, 0, self.epochs, self.log.directory))
 
     def on_epoch_end(self, epoch, logs=None):
-        now = perf_counter()
-        self.log.record_epoch(epoch, logs, now - self._tick)
-        self._tick = now
+        seconds = perf_counter() - self._tick  # training, and validation if any
+        test_loss, test_accuracy = self.model.evaluate(*self.test, verbose=0)
+        metrics = {**(logs or {}), "test_loss": test_loss, "test_accuracy": test_accuracy}
+        self.log.record_epoch(epoch, metrics, seconds)
+        if self.summaries:
+            self.summaries.write(epoch, metrics)
 
     def on_train_end(self, logs=None):
         if self.first_epoch is None:  # every epoch was backed up before the kill

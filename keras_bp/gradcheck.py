@@ -179,3 +179,65 @@ def manual_dense_case(activation, batch, input_dim, units, dtype, seed=0, margin
         return tf.reduce_sum(f(keras.ops.add(keras.ops.matmul(x, w), b)) * r)
 
     return Case(f"ManualDense {activation}", [x, w, b], dense_loss, manual)
+
+
+# The distribution of the errors, for the reproduction report's histogram.
+
+
+def tested_cases(dtype):
+    """The cases the gradient tests check: each activation and loss (`tests/test_backprop.py`),
+    the seed's network in miniature and a deeper stack, and `ManualDense` per activation
+    (`tests/test_manual_dense.py`)."""
+    return (
+        [activation_case(name, 6, 5, dtype) for name in sorted(backprop.ACTIVATIONS)]
+        + [loss_case(name, 6, 5, dtype) for name in sorted(backprop.LOSSES)]
+        + [
+            network_case([12, 16, 10], ["relu", "softmax"], "categorical_crossentropy", 8, dtype),
+            network_case(
+                [5, 7, 6, 4], ["sigmoid", "tanh", "linear"], "mean_squared_error", 3, dtype
+            ),
+        ]
+        + [manual_dense_case(name, 5, 4, 3, dtype) for name in sorted(backprop.ACTIVATIONS)]
+    )
+
+
+def elementwise_errors(manual, reference, rtol, atol):
+    """`|m − r| / (atol/rtol + |r|)` per element, flattened over the tensors.
+
+    `np.testing.assert_allclose(m, r, rtol, atol)` passes where `|m − r| ≤ atol + rtol·|r|`,
+    that is where this is `≤ rtol`: a relative error, floored at `atol/rtol` for entries near 0.
+    """
+    floor = atol / rtol
+    errors = []
+    for m, r in zip(manual, reference, strict=True):
+        m, r = np.asarray(m, np.float64), np.asarray(r, np.float64)
+        errors.append((np.abs(m - r) / (floor + np.abs(r))).ravel())
+    return np.concatenate(errors)
+
+
+class ErrorSamples(NamedTuple):
+    """`errors[label]`: every element's `elementwise_errors` over `tested_cases`; `rtol[label]`:
+    the tolerance the tests hold them to. Labels: `"float32 vs tape"`, `"float64 vs tape"`,
+    `"float64 vs numerical"`."""
+
+    errors: dict
+    rtol: dict
+
+
+def error_samples() -> ErrorSamples:
+    """The elementwise relative errors of the hand-written gradients, per reference."""
+    references = {
+        "float32 vs tape": ("float32", tape_gradients, TOLERANCES["float32"]),
+        "float64 vs tape": ("float64", tape_gradients, TOLERANCES["float64"]),
+        "float64 vs numerical": ("float64", numerical_gradients, NUMERICAL_TOLERANCE),
+    }
+    errors, rtol = {}, {}
+    for label, (dtype, gradients, tolerance) in references.items():
+        errors[label] = np.concatenate(
+            [
+                elementwise_errors(case.manual, gradients(case), **tolerance)
+                for case in tested_cases(dtype)
+            ]
+        )
+        rtol[label] = tolerance["rtol"]
+    return ErrorSamples(errors, rtol)

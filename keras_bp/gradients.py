@@ -27,6 +27,9 @@ class GradientSource(Protocol):
     variables: Sequence[tf.Variable]
     """The trainable weights in `model.get_weights()` order: `[W1, b1, W2, b2]`."""
 
+    weight_paths: Sequence[str]
+    """The Keras model's names of `variables` (`sequential/dense/kernel`, …)."""
+
     optimizer_variables: Sequence[tf.Variable]
     """The optimizer's state: with `variables`, everything a resume needs."""
 
@@ -36,6 +39,9 @@ class GradientSource(Protocol):
         Returns `(loss, scores, grads)`: the batch's mean loss, `(B, 10)` scores whose argmax is
         the prediction, and ∂L/∂w for each of `variables`, in order.
         """
+
+    def forward(self, x, y) -> tuple[tf.Tensor, tf.Tensor]:
+        """The forward pass alone, to evaluate: `(loss, scores)` as `loss_and_gradients`."""
 
     def apply_gradients(self, grads) -> None:
         """One optimizer step on `variables`, e.g. `w ← w − η·∂L/∂w` for SGD."""
@@ -74,6 +80,7 @@ class TapeGradients:
         self.optimizer.build(model.trainable_variables)
         self.loss_fn = keras.losses.CategoricalCrossentropy()
         self.variables = [v.value for v in model.weights]
+        self.weight_paths = [v.path for v in model.weights]
         self.optimizer_variables = [v.value for v in self.optimizer.variables]
 
     def loss_and_gradients(self, x, y):
@@ -82,6 +89,10 @@ class TapeGradients:
             # p is a softmax output, so Keras computes the loss from its logits, as fit does.
             loss = self.loss_fn(y, p)
         return loss, p, tape.gradient(loss, self.model.trainable_variables)
+
+    def forward(self, x, y):
+        p = self.model(x, training=False)
+        return self.loss_fn(y, p), p
 
     def apply_gradients(self, grads):
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
@@ -112,6 +123,7 @@ class ManualGradients:
             raise ValueError(f"expected a softmax output layer, received {self.activations[-1]!r}")
         self._architecture = model
         self.variables = [tf.Variable(w, name=f"w{i}") for i, w in enumerate(model.get_weights())]
+        self.weight_paths = [v.path for v in model.weights]
         if isinstance(optimizer, str):
             if fused and optimizer != "rmsprop":
                 raise ValueError(f"fused applies to 'rmsprop' only, received {optimizer!r}")
@@ -129,6 +141,11 @@ class ManualGradients:
         loss, dz = backprop.softmax_crossentropy(y, logits)  # dz = (softmax(logits) − y) / N
         _, grads = backprop.network_backward(dz, caches, input_grad=False)
         return loss, logits, grads  # argmax of the logits is argmax of softmax
+
+    def forward(self, x, y):
+        logits, _ = backprop.network_forward(x, self.variables, [*self.activations[:-1], "linear"])
+        loss, _ = backprop.softmax_crossentropy(y, logits)
+        return loss, logits
 
     def apply_gradients(self, grads):
         self.optimizer.apply(grads, self.variables)

@@ -17,9 +17,11 @@ from keras_bp.batches import epoch_chunks, epoch_permutation
 from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.compiled import CompiledSteps
 from keras_bp.config import LoopConfig, steps_per_epoch
+from keras_bp.early_stopping import BestWeights, replay
 from keras_bp.errors import Interrupted, NonFiniteLoss
 from keras_bp.gradients import make_source
 from keras_bp.runlog import resume_message, resumed_at, start_run
+from keras_bp.summaries import EpochSummaries
 
 
 def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
@@ -47,7 +49,7 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
 
 
 def _train_loop(config, data, log, stop, verbose, extra_metrics):
-    (x_train, y_train), (x_test, y_test) = data
+    x_train, y_train = data.train
     n = len(x_train)
     source = make_source(
         config.gradients,
@@ -80,9 +82,13 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics):
     resumed = resumed_at(epoch, step, config.epochs, per_epoch)
     if resumed and verbose:
         print(resume_message(epoch, step, config.epochs, ckpt.restored))
+    patience = config.early_stopping
+    rule = replay(patience, log.history(epoch).get("val_loss", [])) if patience else None
+    best = BestWeights(log.directory / "best")
+    summaries = EpochSummaries(config.tensorboard) if config.tensorboard else None
 
     tick = perf_counter()
-    while epoch < config.epochs:
+    while epoch < config.epochs and not (rule and rule.stopped):
         perm = epoch_permutation(config.seed, epoch, n)
         bar = keras.utils.Progbar(per_epoch, verbose=verbose, stateful_metrics=["loss", "accuracy"])
         if verbose:
@@ -104,27 +110,55 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics):
                 ckpt.save(epoch, step)
                 _stop_if_requested(stop, f"epoch {epoch + 1} of {config.epochs}, step {step}", ckpt)
         _check_finite_state(source, epoch, step, ckpt)
-        loss, accuracy = totals.means()
-        log.record_epoch(epoch, {"loss": loss, "accuracy": accuracy}, totals.seconds())
+        seconds = totals.seconds()
+        metrics = dict(zip(("loss", "accuracy"), totals.means(), strict=True))
+        # Evaluated after the epoch's training, outside its seconds; no weight changes.
+        for prefix, part in (("val_", data.validation), ("test_", data.test)):
+            if part is not None:
+                values = steps.evaluate(*part)
+                metrics.update({prefix + "loss": values[0], prefix + "accuracy": values[1]})
+        log.record_epoch(epoch, metrics, seconds)
+        if rule and rule.update(epoch, metrics["val_loss"]):
+            best.save(epoch, [v.numpy() for v in source.variables])
+        if summaries:
+            summaries.write(epoch, metrics, _weights_by_path(source), config.resolved_learning_rate)
         totals.reset()
         epoch, step = epoch + 1, 0
         ckpt.save(epoch, step)
+        if rule:
+            best.keep_only(rule.best_epoch)
+        if verbose == 1 and "val_loss" in metrics:
+            print(
+                f"val_loss: {metrics['val_loss']:.4f} - val_accuracy: {metrics['val_accuracy']:.4f}"
+            )
         if epoch < config.epochs:  # after the last epoch, finishing is quicker than stopping
             _stop_if_requested(stop, f"the end of epoch {epoch} of {config.epochs}", ckpt)
+        tick = perf_counter()
 
+    if rule:  # as Keras's restore_best_weights: end with the best epoch's weights
+        for v, w in zip(source.variables, best.load(rule.best_epoch), strict=True):
+            v.assign(w)
+        if verbose and rule.stopped:
+            print(f"Early stopping after epoch {rule.stopped_epoch + 1}; ", end="")
+        if verbose:
+            print(f"kept the weights of epoch {rule.best_epoch + 1}, the lowest val_loss")
     model = source.export_model()
-    test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0)
+    test_loss, test_accuracy = model.evaluate(*data.test, verbose=0)
+    extra = {"traces": steps.traces, **(extra_metrics or {})}
     metrics = runs.run_metrics(
-        config,
-        log,
-        test_loss,
-        test_accuracy,
-        resumed,
-        extra={"traces": steps.traces, **(extra_metrics or {})},
+        config, log, test_loss, test_accuracy, resumed, rule and rule.summary(), extra
     )
     metrics = runs.save_run(config.out, model, metrics)
+    if summaries:
+        summaries.close()
     log.finish()
     return model, metrics
+
+
+def _weights_by_path(source):
+    """`{path: weight}` with the paths of the Keras model's weights, as Keras's TensorBoard names
+    its histograms (`sequential/dense/kernel`)."""
+    return dict(zip(source.weight_paths, (v.numpy() for v in source.variables), strict=True))
 
 
 class EpochTotals:

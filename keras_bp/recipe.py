@@ -1,18 +1,25 @@
-"""The seed's recipe, exactly: `model.fit(epochs=5, batch_size=128)`, then `evaluate`.
+"""The seed's recipe: `model.fit(x_train, y_train, epochs=5, batch_size=128)`, then `evaluate`.
 
-Two guards ride along as callbacks (`keras_bp.fit_guards`); neither changes a number the recipe
-computes: resume after a kill via `keras.callbacks.BackupAndRestore`, and a stop with a clear
-error, before anything is saved, when the loss or the weights become NaN or Inf.
+`fit` gets the batches the arrays would give, in a new order each epoch fixed by `(seed,
+epoch)` (`keras_bp.fit_input`), as the unseeded published recipe shuffles; `keras_shuffle`
+hands it the arrays themselves. Guards ride along as callbacks (`keras_bp.fit_guards`); none
+changes a number the recipe computes: resume after a kill via `keras.callbacks.BackupAndRestore`,
+a stop with a clear error, before anything is saved, when the loss or the weights become NaN or
+Inf, and a log of every epoch with the test set evaluated after it. Options add Keras's
+`EarlyStopping` (`keras_bp.early_stopping`) and `TensorBoard` (`keras_bp.summaries`).
 """
 
 import keras
 
 from keras_bp import runs
 from keras_bp.config import FitConfig, steps_per_epoch
+from keras_bp.early_stopping import AlreadyStopped, ResumableEarlyStopping
 from keras_bp.fit_backup import BackupDigests, verify_backup
 from keras_bp.fit_guards import EpochLog, StopOnNonFinite, StopOnSignal
+from keras_bp.fit_input import EpochOrder
 from keras_bp.model import build_model
 from keras_bp.runlog import start_run
+from keras_bp.summaries import EpochSummaries
 
 
 def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None):
@@ -41,7 +48,7 @@ def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None):
 
 
 def _train_fit(config, data, log, stop, verbose, extra_metrics):
-    (x_train, y_train), (x_test, y_test) = data
+    x_train, y_train = data.train
 
     # The same seed gives the same initial weights as `keras_bp.gradients.make_source`.
     keras.utils.set_random_seed(config.seed)
@@ -50,30 +57,62 @@ def _train_fit(config, data, log, stop, verbose, extra_metrics):
     )
     backup, manifest = log.directory / "keras", log.directory / "keras.sha256.json"
     verify_backup(backup, manifest)  # before BackupAndRestore reads it
+    summaries = None
+    callbacks = [StopOnSignal(stop, log.directory), StopOnNonFinite(log.directory)]
+    if config.tensorboard:
+        tensorboard = str(config.tensorboard)
+        callbacks.append(
+            keras.callbacks.TensorBoard(tensorboard, histogram_freq=1, write_graph=False)
+        )
+        summaries = EpochSummaries(config.tensorboard, runs=["test"])
     epoch_log = EpochLog(
-        log, config.epochs, steps_per_epoch(len(x_train), config.batch_size), verbose
+        log,
+        config.epochs,
+        steps_per_epoch(len(x_train), config.batch_size),
+        data.test,
+        summaries,
+        verbose,
     )
-    callbacks = [
-        StopOnSignal(stop, log.directory),
-        StopOnNonFinite(log.directory),
-        epoch_log,
+    callbacks.append(epoch_log)
+    early_stopping = None
+    if config.early_stopping:
+        early_stopping = ResumableEarlyStopping(config.early_stopping, log)
+        callbacks.append(early_stopping)
+    callbacks += [
         keras.callbacks.BackupAndRestore(backup, double_checkpoint=True, delete_checkpoint=False),
         BackupDigests(backup, manifest),
     ]
 
-    model.fit(
-        x_train,
-        y_train,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        verbose=verbose,
-        callbacks=callbacks,
-    )
+    # The recipe's `fit(x_train, y_train, epochs=5, batch_size=128)`, in a new order each epoch.
+    if config.keras_shuffle:  # Keras's own shuffle: seeded, one order repeated every epoch
+        inputs = {"x": x_train, "y": y_train, "batch_size": config.batch_size}
+    else:
+        order = EpochOrder(x_train, y_train, config.batch_size, config.seed)
+        inputs = {"x": order.dataset, "shuffle": False}  # shuffled already
+        callbacks.insert(0, order)
+    try:
+        model.fit(
+            **inputs,
+            epochs=config.epochs,
+            validation_data=data.validation,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
+    except AlreadyStopped as stopped:  # resumed after early stopping had ended the run
+        model.set_weights(stopped.best_weights)
 
-    test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0)
+    test_loss, test_accuracy = model.evaluate(*data.test, verbose=0)
     metrics = runs.run_metrics(
-        config, log, test_loss, test_accuracy, epoch_log.resumed_at, extra_metrics
+        config,
+        log,
+        test_loss,
+        test_accuracy,
+        epoch_log.resumed_at,
+        early_stopping and early_stopping.summary(),
+        extra_metrics,
     )
     metrics = runs.save_run(config.out, model, metrics)
+    if summaries:
+        summaries.close()
     log.finish()
     return model, metrics

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from keras_bp import atomic
-from keras_bp.data import check_training_data, data_fingerprint, data_for_run
+from keras_bp.config import validation_samples
+from keras_bp.data import check_training_data, data_fingerprint, data_for_run, hold_out
 from keras_bp.errors import UsageError
 from keras_bp.interrupts import stop_requests
 from keras_bp.runlock import RunLock
@@ -35,15 +36,17 @@ def resume_dir(out) -> Path:
 def start_run(config, data=None):
     """What every trainer does before it trains, in this order; yields `(data, log, stop)`.
 
-    It resolves and checks the data (so bad input creates nothing), takes `config.out` for this
-    process (`keras_bp.runlock`), turns Ctrl-C and SIGTERM into stop requests
+    It resolves the data, holds out early stopping's validation images (`data` is a
+    `keras_bp.data.RunData`) and checks it (so bad input creates nothing), takes `config.out`
+    for this process (`keras_bp.runlock`), turns Ctrl-C and SIGTERM into stop requests
     (`keras_bp.interrupts`), and opens the run's `RunLog`, which refuses another run's state
     before TensorFlow starts its devices.
     """
     data = data_for_run(data, config.train_samples)
-    check_training_data(data, config.batch_size)
     (x_train, y_train), _ = data
     identity = run_identity(config, data_fingerprint(x_train, y_train), len(x_train))
+    data = hold_out(data, validation_samples(len(x_train), config.early_stopping))
+    check_training_data(data, config.batch_size)
     with RunLock(config.out), stop_requests() as stop:
         yield data, RunLog(config.out, identity, config.fresh), stop
 
@@ -62,7 +65,15 @@ def run_identity(config, data_fingerprint: str, samples: int) -> dict:
         # Op determinism picks other kernels for some ops: other last bits.
         "deterministic": config.deterministic,
         "speed": dataclasses.asdict(config.speed),
+        "early_stopping": config.early_stopping,
+        "shuffle": shuffle(config),
     }
+
+
+def shuffle(config) -> str:
+    """`"per-epoch"`: a new order each epoch from `(seed, epoch)`, every trainer's default;
+    `"keras"`: `fit`'s own shuffle, one order repeated every epoch (`FitConfig.keras_shuffle`)."""
+    return "keras" if getattr(config, "keras_shuffle", False) else "per-epoch"
 
 
 class RunLog:

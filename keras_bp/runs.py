@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_bp import atomic
+from keras_bp.config import validation_samples
 from keras_bp.model import weights_digest
 from keras_bp.runlog import RunLog
 
@@ -29,6 +30,9 @@ RUN_KEYS = (
     "learning_rate",
     "deterministic",
     "speed",
+    "shuffle",
+    "validation_samples",
+    "early_stopping",
     "history",
     "train_seconds",
     "epoch_seconds",
@@ -38,7 +42,9 @@ RUN_KEYS = (
 )
 
 
-def run_metrics(config, log: RunLog, test_loss, test_accuracy, resumed_at=None, extra=None):
+def run_metrics(
+    config, log: RunLog, test_loss, test_accuracy, resumed_at=None, early_stopping=None, extra=None
+):
     """The metrics of a finished run, before `save_run` adds the digest and the versions.
 
     Args:
@@ -46,6 +52,8 @@ def run_metrics(config, log: RunLog, test_loss, test_accuracy, resumed_at=None, 
         log: the run's `RunLog`: its identity, history and seconds across resumes.
         resumed_at: `None` for a run that was never interrupted, else `{"epoch": e, "step": s}`
             where the last resume continued: epoch `e` (1-based) after its first `s` steps.
+        early_stopping: `{"patience", "best_epoch", "stopped_epoch"}` (1-based epochs;
+            `stopped_epoch` is `None` when all epochs ran), or `None` without early stopping.
         extra: trainer-specific entries (the loop's `traces`, the thread counts).
     """
     identity = log.identity
@@ -61,6 +69,9 @@ def run_metrics(config, log: RunLog, test_loss, test_accuracy, resumed_at=None, 
         "learning_rate": identity["learning_rate"],
         "deterministic": identity["deterministic"],
         "speed": identity["speed"],
+        "shuffle": identity["shuffle"],
+        "validation_samples": validation_samples(identity["samples"], config.early_stopping),
+        "early_stopping": early_stopping,
         "history": log.history(config.epochs),
         "train_seconds": round(log.train_seconds(config.epochs), 3),
         "epoch_seconds": [round(s, 3) for s in log.epoch_seconds(config.epochs)],

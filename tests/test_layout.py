@@ -13,7 +13,15 @@ import pytest
 from conftest import ROOT
 
 LAYERS = {
-    "foundation": ["errors", "atomic", "config", "runlock", "interrupts", "tensorflow_start"],
+    "foundation": [
+        "errors",
+        "atomic",
+        "config",
+        "runlock",
+        "interrupts",
+        "tensorflow_start",
+        "published",
+    ],
     "maths": ["backprop", "fused", "optimizers", "layers", "model", "saving"],
     "data": ["data", "mnist_mirror", "batches"],
     "training": [
@@ -25,11 +33,14 @@ LAYERS = {
         "loop",
         "fit_guards",
         "fit_backup",
+        "fit_input",
+        "early_stopping",
+        "summaries",
         "recipe",
         "runs",
         "reproducible",
     ],
-    "checks": ["gradcheck", "parity", "floors", "bench"],
+    "checks": ["gradcheck", "parity", "floors", "bench", "stats", "figures", "report"],
     "edge": ["cli", "commands", "__main__"],
 }
 LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}

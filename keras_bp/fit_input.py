@@ -1,0 +1,40 @@
+"""`fit`'s input: a new shuffle every epoch, as the published recipe gets, fixed by `(seed, epoch)`.
+
+The published recipe runs unseeded, so `fit(x, y, batch_size=128)` shuffles the training set
+into a new order every epoch. Seeded, Keras's TensorFlow backend repeats one order in every
+epoch: its shuffle's random stream restarts with each pass over the data. No argument of `fit`
+changes that; only its input can. So `fit` is given a `tf.data.Dataset` of the same batches
+the arrays would give, in the order `keras_bp.batches.epoch_permutation(seed, epoch)` fixes,
+which is also the loops' order: the three trainers see the same batches, and a resumed run the
+order an uninterrupted one would have seen. `FitConfig.keras_shuffle` gives `fit` the arrays.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_bp.batches import epoch_permutation
+from keras_bp.config import steps_per_epoch
+
+
+class EpochOrder(keras.callbacks.Callback):
+    """`dataset`: the batches of `(x, y)` in epoch `e`'s order, which `on_epoch_begin(e)` sets.
+
+    Keras creates the epoch's iterator after `on_epoch_begin`, so each epoch's batches read the
+    order of that epoch. The last batch is partial when `batch_size` does not divide `len(x)`.
+    """
+
+    def __init__(self, x, y, batch_size: int, seed: int):
+        super().__init__()
+        self.seed, self.samples = seed, len(x)
+        self.order = tf.Variable(tf.range(self.samples), trainable=False)
+        x, y = tf.constant(x), tf.constant(y)
+
+        def batch(step):
+            indices = self.order[step * batch_size : (step + 1) * batch_size]
+            return tf.gather(x, indices), tf.gather(y, indices)
+
+        steps = steps_per_epoch(self.samples, batch_size)
+        self.dataset = tf.data.Dataset.range(steps).map(batch).prefetch(2)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.order.assign(epoch_permutation(self.seed, epoch, self.samples))

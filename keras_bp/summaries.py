@@ -1,0 +1,47 @@
+"""TensorBoard event files, with the tags Keras's `TensorBoard` callback writes.
+
+`fit` writes with `keras.callbacks.TensorBoard`: into `DIR/train` the epoch's `epoch_loss`,
+`epoch_accuracy`, `epoch_learning_rate` and a histogram of every weight (`{weight.path}/histogram`),
+into `DIR/validation` the validation loss and accuracy. `EpochSummaries` writes the same tags
+for the loop, and the test set's loss and accuracy into `DIR/test` for all three trainers.
+Every value is per epoch, with the 0-based epoch as the step, as Keras writes them.
+
+    tensorboard --logdir runs/custom_loop/tensorboard
+"""
+
+import tensorflow as tf
+
+# metrics.json's history keys by TensorBoard run: the prefix each has in the history
+RUNS = {"train": "", "validation": "val_", "test": "test_"}
+
+
+class EpochSummaries:
+    """One writer per TensorBoard run under `logdir`.
+
+    Args:
+        logdir: the directory given to `tensorboard --logdir`.
+        runs: the runs to write: `"train"`, `"validation"`, `"test"`.
+    """
+
+    def __init__(self, logdir, runs=tuple(RUNS)):
+        self.writers = {run: tf.summary.create_file_writer(str(logdir / run)) for run in runs}
+
+    def write(self, epoch: int, metrics: dict, weights=None, learning_rate=None):
+        """Write epoch `epoch`'s metrics (`loss`, `val_loss`, `test_accuracy`, …) into their
+        runs; with `weights` (`{path: array}`), a histogram of each, and the learning rate."""
+        for run, writer in self.writers.items():
+            prefix = RUNS[run]
+            with writer.as_default():
+                for name in ("loss", "accuracy"):
+                    if prefix + name in metrics:
+                        tf.summary.scalar(f"epoch_{name}", metrics[prefix + name], step=epoch)
+                if run == "train" and learning_rate is not None:
+                    tf.summary.scalar("epoch_learning_rate", learning_rate, step=epoch)
+                if run == "train" and weights:
+                    for path, w in weights.items():
+                        tf.summary.histogram(f"{path}/histogram", w, step=epoch)
+            writer.flush()
+
+    def close(self):
+        for writer in self.writers.values():
+            writer.close()
