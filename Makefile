@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install data train custom-loop manual parity compare bench worked-example gradient-check \
+.PHONY: install data train custom-loop manual parity compare bench report worked-example gradient-check \
 	test test-slow lint format clean
 
 install: $(STAMP)
@@ -38,6 +38,10 @@ compare: install data
 
 bench: install data
 	$(PYTHON) scripts/bench.py $(ARGS)
+
+# The reproduction report; its figures and text are committed under docs/report/.
+report: install data
+	$(PYTHON) scripts/report.py --docs docs/report $(ARGS)
 
 worked-example: install
 	$(PYTHON) scripts/worked_example.py

@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "gradient-check": "gradient_check",
     "worked-example": "worked_example",
     "bench": "bench",
+    "report": "report",
 }
 ALIASES = {"loop": "custom-loop"}
 

@@ -1,0 +1,172 @@
+"""The reproduction report: every trainer over many seeds, with statistics and figures.
+
+`scripts/report.py` (`make report`) calls these for the runs and measurements, then
+`keras_bp.report_document` for `report.json` and `report.md`, and `keras_bp.figures`. Each run
+keeps its own directory, `OUT/runs/TRAINER-seedS/`, with its `metrics.json`; a rerun reuses the
+finished ones, so a killed report resumes where it stopped.
+"""
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_bp.config import LOOP_SPEED, FitConfig, LoopConfig, Speed
+from keras_bp.early_stopping import replay
+
+# The trainers a report compares, by label: the three of `make compare`, and `fit` fed the
+# arrays themselves, so Keras repeats one order every epoch (`FitConfig.keras_shuffle`).
+TRAINERS = {
+    "fit": FitConfig(),
+    "tape": LoopConfig(gradients="tape"),
+    "manual": LoopConfig(gradients="manual"),
+    "fit --keras-shuffle": FitConfig(keras_shuffle=True),
+}
+# The parity figure's configurations: the trainers as shipped, with RMSprop fused, under XLA.
+PARITY_SPEEDS = {
+    "shipped": LOOP_SPEED,
+    "--fused": Speed(LOOP_SPEED.steps_per_call, fused=True),
+    "--xla": Speed(LOOP_SPEED.steps_per_call, xla=True),
+}
+
+
+def parse_seeds(text: str) -> list:
+    """`"5"`: seeds 0 to 4; `"3-7"`: seeds 3 to 7."""
+    if re.fullmatch(r"\d+", text) and int(text) > 0:
+        return list(range(int(text)))
+    match = re.fullmatch(r"(\d+)-(\d+)", text)
+    if match and int(match[1]) <= int(match[2]):
+        return list(range(int(match[1]), int(match[2]) + 1))
+    raise ValueError(f"expected a count such as 5 or a range such as 3-7, received {text!r}")
+
+
+def run_dir(out, label: str, seed: int) -> Path:
+    return Path(out) / "runs" / f"{label.replace(' --', '-')}-seed{seed}"
+
+
+def finished(directory: Path, config, samples: int) -> dict | None:
+    """The metrics of a finished run in `directory` with `config`'s settings on `samples`
+    training images, else `None`."""
+    try:
+        metrics = json.loads((directory / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = {
+        "trainer": config.trainer,
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "train_samples": samples,
+        "early_stopping": config.early_stopping,
+        "shuffle": "keras" if getattr(config, "keras_shuffle", False) else "per-epoch",
+    }
+    return metrics if all(metrics.get(k) == v for k, v in wanted.items()) else None
+
+
+def train_all(data, out, seeds, epochs, train_samples=None, fresh=False, progress=print):
+    """Train every trainer of `TRAINERS` once per seed, or reuse its finished run.
+
+    Returns `{label: [metrics per seed]}`.
+    """
+    from keras_bp.loop import train_loop
+    from keras_bp.recipe import train_fit
+
+    jobs = [(label, seed) for label in TRAINERS for seed in seeds]
+    results = {label: [] for label in TRAINERS}
+    for i, (label, seed) in enumerate(jobs, 1):
+        directory = run_dir(out, label, seed)
+        config = replace(
+            TRAINERS[label],
+            epochs=epochs,
+            seed=seed,
+            train_samples=train_samples,
+            out=directory,
+            fresh=fresh,
+        )
+        metrics = None if fresh else finished(directory, config, len(data[0][0]))
+        where = f"[{i}/{len(jobs)}] {label}, seed {seed}:"
+        if metrics is None:
+            (directory / "metrics.json").unlink(missing_ok=True)
+            progress(f"{where} training ({len(jobs) - i} more after this)")
+            keras.backend.clear_session()
+            train = train_fit if isinstance(config, FitConfig) else train_loop
+            _, metrics = train(config, data, verbose=0)
+            done = f"{metrics['train_seconds']:.1f} s"
+        else:
+            done = "reused"
+        progress(f"{where} test accuracy {metrics['test_accuracy']:.4f} ({done})")
+        results[label].append(metrics)
+    return results
+
+
+def overfitting_run(data, out, epochs, seed=0, patience=3, fresh=False, progress=print):
+    """One long tape-loop run with validation: its history, its best epoch, and where early
+    stopping with `patience` would have stopped it. Patience `epochs` lets every epoch run."""
+    from keras_bp.loop import train_loop
+
+    directory = Path(out) / "runs" / f"overfitting-seed{seed}"
+    config = LoopConfig(epochs=epochs, seed=seed, early_stopping=epochs, out=directory, fresh=fresh)
+    metrics = None if fresh else finished(directory, config, len(data[0][0]))
+    if metrics is None:
+        progress(f"overfitting: {epochs} epochs of the tape loop, seed {seed}, validation held out")
+        keras.backend.clear_session()
+        _, metrics = train_loop(config, data, verbose=0)
+    rule = replay(patience, metrics["history"]["val_loss"])
+    return {
+        "trainer": "tape",
+        "seed": seed,
+        "epochs": epochs,
+        "history": metrics["history"],
+        "best_epoch": metrics["early_stopping"]["best_epoch"],
+        "patience": patience,
+        "stopped_epoch": None if rule.stopped_epoch is None else rule.stopped_epoch + 1,
+        "stopped_best_epoch": rule.best_epoch + 1,
+    }
+
+
+def parity_curves(x, y, steps, progress=print):
+    """`{config: {pair: [max |Δw| after each step]}}` for `PARITY_SPEEDS`."""
+    from keras_bp.parity import trajectories
+
+    curves = {}
+    for name, speed in PARITY_SPEEDS.items():
+        progress(f"parity: {steps} steps in lockstep, {name}")
+        keras.backend.clear_session()
+        curves[name] = {k: v.tolist() for k, v in trajectories(x, y, steps, speed=speed).items()}
+    return curves
+
+
+def gradient_errors():
+    """The hand-written gradients' elementwise errors (`keras_bp.gradcheck.error_samples`):
+    the arrays for the figure, and their counts, medians, maxima and tolerances."""
+    from keras_bp.gradcheck import error_samples
+
+    samples = error_samples()
+    summary = {
+        label: {
+            "n": int(e.size),
+            "zeros": int(np.count_nonzero(e == 0)),
+            "median": float(np.median(e)),
+            "max": float(e.max()),
+            "rtol": samples.rtol[label],
+        }
+        for label, e in samples.errors.items()
+    }
+    return samples, summary
+
+
+def speed_rows(bench_path):
+    """`make bench`'s rows from `bench_path` (`runs/bench.json`): each one's median time over
+    the matmul floor and over the training floor, and the machine; `None` without a bench run."""
+    try:
+        bench = json.loads(Path(bench_path).read_text())
+        rows = [
+            [name, row["x_matmul_floor"], row["x_training_floor"]]
+            for name, row in bench["rows"].items()
+            if not name.startswith("matmul floor")
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {"machine": bench["machine"], "rows": rows, "source": str(bench_path)}

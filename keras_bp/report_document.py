@@ -1,0 +1,260 @@
+"""The reproduction report's numbers (`report.json`) and its text (`report.md`).
+
+`build` computes every number from the runs of `keras_bp.report`; `markdown` only formats what
+`build` returned, so the text never shows a number `report.json` lacks.
+"""
+
+import numpy as np
+
+from keras_bp import stats
+from keras_bp.published import PUBLISHED
+from keras_bp.runs import markdown_table
+
+METRICS = ("test_accuracy", "test_loss")
+# The comparisons the report makes: the three trainers pairwise, and the seeded recipe's order
+# (a new one each epoch) against Keras's own (one order repeated).
+PAIRS = (
+    ("fit", "tape"),
+    ("fit", "manual"),
+    ("tape", "manual"),
+    ("fit", "fit --keras-shuffle"),
+)
+PARITY_MARKS = (1, 10, 100)  # the steps report.md tabulates, with the last
+FIGURES = {
+    "learning_curves.png": "Learning curves: mean over seeds, min–max band",
+    "accuracy_per_seed.png": "Final test accuracy per seed",
+    "parity_over_steps.png": "Parity over steps: largest weight difference between trainers",
+    "gradcheck_errors.png": "Hand-written gradients against the tape and numerical differences",
+    "speed.png": "Speed against the machine's matmul floor",
+    "overfitting.png": "Overfitting: a long run, its validation loss and its best epoch",
+}
+
+
+def build(results, settings, machine, overfitting, parity, gradients, speed):
+    """Every number of the report, JSON-ready: `report.json`.
+
+    Args:
+        results: `{trainer: [metrics.json of each seed]}` (`keras_bp.report.train_all`).
+        settings: `{"seeds", "epochs", "train_samples", "seconds"}`.
+        machine: `{"cpu", "versions"}`.
+        overfitting, parity, gradients, speed: `keras_bp.report`'s, or `None` when skipped.
+    """
+    trainers = {}
+    for label, runs in results.items():
+        summary = {m: stats.summarize([r[m] for r in runs]) for m in METRICS}
+        trainers[label] = {
+            "runs": [
+                {
+                    k: r[k]
+                    for k in ("seed", "test_accuracy", "test_loss", "train_seconds", "history")
+                }
+                for r in runs
+            ],
+            **summary,
+            "contains_published": stats.contains(summary["test_accuracy"], PUBLISHED.test_accuracy),
+        }
+    differences = []
+    for a, b in PAIRS:
+        if a in results and b in results:
+            for metric in METRICS:
+                w = stats.welch(*[[r[metric] for r in results[k]] for k in (a, b)])
+                sentence = stats.describe_difference(
+                    a, b, w, metric.replace("_", " "), n=len(settings["seeds"])
+                )
+                differences.append({"a": a, "b": b, "metric": metric, **w, "sentence": sentence})
+    return {
+        "settings": settings,
+        "machine": machine,
+        "published": {
+            "test_accuracy": PUBLISHED.test_accuracy,
+            "printed": PUBLISHED.printed,
+            "source": PUBLISHED.source,
+            "url": PUBLISHED.url,
+        },
+        "trainers": trainers,
+        "differences": differences,
+        "overfitting": overfitting,
+        "parity": {
+            name: {pair: _parity_marks(curve) for pair, curve in pairs.items()}
+            for name, pairs in (parity or {}).items()
+        },
+        "parity_curves": parity,
+        "gradients": gradients,
+        "speed": speed,
+    }
+
+
+def _parity_marks(curve):
+    curve = np.asarray(curve)
+    above = np.flatnonzero(curve > 1e-6)
+    marks = {f"step_{s}": float(curve[s - 1]) for s in PARITY_MARKS if s <= len(curve)}
+    return {
+        **marks,
+        "last_step": len(curve),
+        "last": float(curve[-1]),
+        "first_step_above_1e-6": int(above[0]) + 1 if above.size else None,
+    }
+
+
+def _f(x, digits=4):
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(summary, digits=4):
+    if summary["ci_low"] is None:
+        return "–"
+    return f"{summary['ci_low']:.{digits}f} – {summary['ci_high']:.{digits}f}"
+
+
+def markdown(report) -> str:
+    """`report.md`: the tables and sentences of `report`, with the figures embedded."""
+    s, published = report["settings"], report["published"]
+    samples = s["train_samples"] or 60000
+    lines = [
+        "# keras_bp reproduction report",
+        "",
+        f"Each trainer ran {len(s['seeds'])} seeds ({s['seeds'][0]}–{s['seeds'][-1]}), "
+        f"{s['epochs']} epoch{'s' * (s['epochs'] > 1)} at batch 128 on {samples} training "
+        "images, and was evaluated on the 10,000 test images after every epoch. "
+        f"Machine: {report['machine']['cpu']}; "
+        f"the report took {s['seconds'] / 60:.1f} minutes.",
+        "",
+        f"Published: `{published['printed']}` ({published['source']}, <{published['url']}>).",
+        "",
+        "## Test accuracy and loss over seeds",
+        "",
+        "Mean, sample standard deviation, 95% confidence interval of the mean (Student t), "
+        "min–max, and whether the interval holds the published test accuracy.",
+        "",
+    ]
+    rows = []
+    for label, t in report["trainers"].items():
+        acc, loss = t["test_accuracy"], t["test_loss"]
+        holds = {True: "yes", False: "no", None: "–"}[t["contains_published"]]
+        rows.append(
+            [
+                f"`{label}`",
+                acc["n"],
+                _f(acc["mean"]),
+                _f(acc["std"]),
+                _ci(acc),
+                f"{_f(acc['min'])} – {_f(acc['max'])}",
+                holds,
+                _f(loss["mean"]),
+                _ci(loss),
+            ]
+        )
+    headers = [
+        "trainer",
+        "seeds",
+        "accuracy",
+        "std",
+        "95% CI",
+        "min – max",
+        f"CI holds {published['test_accuracy']}",
+        "loss",
+        "loss 95% CI",
+    ]
+    lines += [markdown_table(headers, rows), "", "## Differences between trainers (Welch)", ""]
+    rows = [
+        [
+            f"`{d['a']}` − `{d['b']}`",
+            d["metric"].replace("_", " "),
+            f"{d['difference']:+.4f}",
+            "–" if d["ci_low"] is None else f"{d['ci_low']:+.4f} – {d['ci_high']:+.4f}",
+            _f(d["p_value"], 3),
+        ]
+        for d in report["differences"]
+    ]
+    lines += [markdown_table(["pair", "metric", "difference", "95% CI", "p"], rows), ""]
+    lines += [f"- {d['sentence']}" for d in report["differences"] if d["metric"] == "test_accuracy"]
+    lines += _overfitting(report["overfitting"]) + _parity(report["parity"])
+    lines += _gradients(report["gradients"]) + _speed(report["speed"])
+    lines += ["", "## Figures", ""]
+    for name, title in FIGURES.items():
+        lines += [f"![{title}]({name})", ""]
+    return "\n".join(lines)
+
+
+def _overfitting(o):
+    if not o:
+        return []
+    h = o["history"]
+    best = o["best_epoch"]
+    stop = (
+        f"Early stopping with patience {o['patience']} would have stopped after epoch "
+        f"{o['stopped_epoch']} and kept epoch {o['stopped_best_epoch']}."
+        if o["stopped_epoch"]
+        else f"Early stopping with patience {o['patience']} would not have stopped."
+    )
+    return [
+        "",
+        "## Overfitting",
+        "",
+        f"One {o['epochs']}-epoch run of the `{o['trainer']}` loop (seed {o['seed']}), with the "
+        f"last sixth of the training images held out. The validation loss was lowest after "
+        f"epoch {best} ({h['val_loss'][best - 1]:.4f}) and ended at {h['val_loss'][-1]:.4f}, "
+        f"while the training loss fell from {h['loss'][best - 1]:.4f} to {h['loss'][-1]:.4f}. "
+        f"Test loss: {h['test_loss'][best - 1]:.4f} at the best epoch, {h['test_loss'][-1]:.4f} "
+        f"at the last. {stop}",
+    ]
+
+
+def _parity(parity):
+    if not parity:
+        return []
+    rows = []
+    for config, pairs in parity.items():
+        for pair, m in pairs.items():
+            marks = [f"{m[f'step_{s}']:.1e}" if f"step_{s}" in m else "–" for s in PARITY_MARKS]
+            rows.append(
+                [
+                    config,
+                    pair,
+                    *marks,
+                    f"{m['last']:.1e} (step {m['last_step']})",
+                    m["first_step_above_1e-6"] or "never",
+                ]
+            )
+    headers = ["config", "pair", *[f"step {s}" for s in PARITY_MARKS], "last", "first > 1e-6"]
+    return [
+        "",
+        "## Parity over steps",
+        "",
+        "Largest absolute weight difference between two trainers that start from the same "
+        "weights and see the same batches.",
+        "",
+        markdown_table(headers, rows),
+    ]
+
+
+def _gradients(g):
+    if not g:
+        return []
+    rows = [
+        [label, v["n"], v["zeros"], f"{v['median']:.1e}", f"{v['max']:.1e}", f"{v['rtol']:g}"]
+        for label, v in g.items()
+    ]
+    return [
+        "",
+        "## Gradient check",
+        "",
+        "Elementwise error |m − r| / (atol/rtol + |r|) of every hand-written gradient the "
+        "tests check: at most rtol exactly when the test's `assert_allclose` passes.",
+        "",
+        markdown_table(["reference", "elements", "exact zeros", "median", "max", "rtol"], rows),
+    ]
+
+
+def _speed(speed):
+    if not speed:
+        return ["", "## Speed", "", "No `runs/bench.json`: run `make bench` first."]
+    rows = [[name, f"{m:.2f}", f"{t:.2f}"] for name, m, t in speed["rows"]]
+    return [
+        "",
+        "## Speed",
+        "",
+        f"From `{speed['source']}`, measured on {speed['machine']}.",
+        "",
+        markdown_table(["row", "× matmul floor", "× training floor"], rows),
+    ]

@@ -1,0 +1,128 @@
+"""Reproduce the recipe over many seeds: statistics, learning curves, parity and figures.
+
+    python scripts/report.py [--seeds 5 | --seeds 3-7] [--epochs 5] [--train-samples N]
+                             [--out runs/report] [--fresh] [--overfit-epochs 30]
+                             [--parity-steps 468] [--bench runs/bench.json] [--docs DIR]
+
+Trains `fit`, the tape loop, the manual loop, and `fit` on Keras's own shuffle, once per seed,
+evaluating the test set after every epoch. Then it measures what the figures need: one long run
+that overfits, the trainers' weight differences step by step, the hand-written gradients'
+errors. It writes `report.md`, `report.json` (every number in the markdown) and six PNG
+figures into `--out`, and with `--docs DIR` copies `report.md` and the figures there too
+(`make report` regenerates `docs/report/`). Each run keeps its directory under `--out/runs/`;
+the same command after a kill reuses every finished run, and `--fresh` retrains them all.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+from time import perf_counter
+
+from keras_bp import cli
+from keras_bp.config import DEFAULT_OUT
+
+
+def seeds(text):
+    from keras_bp.report import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def main():
+    # Setup: the recipe's epochs and batch by default; five seeds.
+    p = cli.Parser(description=__doc__.splitlines()[0])
+    cli.add_verbose(p)
+    p.add_argument("--seeds", type=seeds, default=seeds("5"), help="5: seeds 0-4; 3-7: a range")
+    p.add_argument("--epochs", type=cli.positive_int, default=5, help="default: 5")
+    p.add_argument("--train-samples", type=cli.positive_int, metavar="N")
+    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT["report"]))
+    p.add_argument("--fresh", action="store_true", help="retrain every run")
+    p.add_argument("--overfit-epochs", type=cli.non_negative_int, default=30, help="0: skip")
+    p.add_argument("--parity-steps", type=cli.non_negative_int, default=468, help="0: skip")
+    p.add_argument("--bench", type=Path, default=Path("runs/bench.json"))
+    p.add_argument("--docs", type=Path, help="also copy report.md and the figures here")
+    args = p.parse_args()
+    out = cli.check_out_dir(args.out)  # bad input fails fast, before TensorFlow starts
+    if args.docs:
+        cli.check_out_dir(args.docs)
+    cli.start_tensorflow(args.verbose)
+    # Every run builds its own compiled steps; TensorFlow counts them as one function retracing.
+    logging.getLogger("tensorflow").addFilter(lambda r: "retracing" not in r.getMessage())
+    from keras_bp import atomic, bench, data, figures, report, report_document, runs
+    from keras_bp.published import PUBLISHED
+    from keras_bp.runlock import RunLock
+
+    start = perf_counter()
+    mnist = data.mnist_arrays(args.train_samples)
+    (x, y), _ = mnist
+    with RunLock(out):
+        # Train every trainer once per seed, or reuse the finished runs.
+        results = report.train_all(
+            mnist, out, args.seeds, args.epochs, args.train_samples, args.fresh
+        )
+
+        # Measure what the figures need beside the runs.
+        overfitting = None
+        if args.overfit_epochs:
+            overfitting = report.overfitting_run(mnist, out, args.overfit_epochs, fresh=args.fresh)
+        parity = report.parity_curves(x, y, args.parity_steps) if args.parity_steps else None
+        print("gradient check: every hand-written gradient against the tape and numerically")
+        samples, gradients = report.gradient_errors()
+        speed = report.speed_rows(args.bench)
+
+        # Numbers, text and figures.
+        settings = {
+            "seeds": args.seeds,
+            "epochs": args.epochs,
+            "train_samples": args.train_samples,
+            "seconds": round(perf_counter() - start, 1),
+        }
+        machine = {"cpu": bench.cpu_description(), "versions": runs.versions()}
+        numbers = report_document.build(
+            results, settings, machine, overfitting, parity, gradients, speed
+        )
+        atomic.write_json(out / "report.json", numbers)
+        atomic.write_bytes(out / "report.md", report_document.markdown(numbers).encode())
+        figures.learning_curves(
+            {label: [r["history"] for r in rs] for label, rs in results.items()},
+            out / "learning_curves.png",
+        )
+        figures.accuracy_per_seed(
+            {label: {r["seed"]: r["test_accuracy"] for r in rs} for label, rs in results.items()},
+            PUBLISHED.test_accuracy,
+            out / "accuracy_per_seed.png",
+            published_label=f"published {PUBLISHED.test_accuracy}",
+        )
+        if parity:
+            figures.parity_over_steps(parity, out / "parity_over_steps.png")
+        figures.gradcheck_errors(samples.errors, samples.rtol, out / "gradcheck_errors.png")
+        if speed:
+            rows = [(name, ratio) for name, ratio, _ in speed["rows"]]
+            figures.speed(rows, speed["machine"], out / "speed.png")
+        if overfitting:
+            figures.overfitting(
+                overfitting["history"],
+                overfitting["best_epoch"],
+                out / "overfitting.png",
+                stopped_epoch=overfitting["stopped_epoch"],
+            )
+        written = [out / "report.md", *sorted(out.glob("*.png"))]
+        if args.docs:
+            for path in written:
+                atomic.write_bytes(args.docs / path.name, path.read_bytes())
+
+    # Summary: the accuracy table, and where everything went.
+    for label, t in numbers["trainers"].items():
+        acc = t["test_accuracy"]
+        print(
+            f"{label:>20}: test accuracy {acc['mean']:.4f} ± {acc['std'] or 0:.4f} (n={acc['n']})"
+        )
+    print(f"wrote {out / 'report.md'}, {out / 'report.json'} and {len(written) - 1} figures")
+    print(f"in {perf_counter() - start:.0f} s" + (f"; copied to {args.docs}" if args.docs else ""))
+
+
+if __name__ == "__main__":
+    cli.run(main)
