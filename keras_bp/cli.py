@@ -7,6 +7,7 @@ each option's default is the config's (`keras_bp.config`), which the help text s
 import argparse
 import math
 import os
+import re
 import signal
 import sys
 from dataclasses import fields, replace
@@ -53,6 +54,18 @@ def _number(convert, expected, accept):
 positive_int = _number(int, "a positive integer", lambda v: v > 0)
 non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
 positive_float = _number(float, "a positive number", lambda v: 0 < v < math.inf)
+
+
+def seed_list(text):
+    """An argparse type: `"5"` is seeds 0 to 4, `"3-7"` seeds 3 to 7."""
+    if re.fullmatch(r"\d+", text) and int(text) > 0:
+        return list(range(int(text)))
+    match = re.fullmatch(r"(\d+)-(\d+)", text)
+    if match and int(match[1]) <= int(match[2]):
+        return list(range(int(match[1]), int(match[2]) + 1))
+    raise argparse.ArgumentTypeError(
+        f"expected a count such as 5 or a range such as 3-7, received {text!r}"
+    )
 
 
 def train_parser(description, trainer, out=None):

@@ -16,10 +16,10 @@ it is kept until `model.keras` and `metrics.json` are written, then deleted, so 
 evaluation or saving costs no training.
 
 Under `--deterministic` a resumed run ends with weights bit-identical to an uninterrupted one
-(`tests/test_fit_resume.py` kills a real run mid-epoch to check). It holds because, with a seed
-set, Keras's TensorFlow backend shuffles every epoch in the same order: its shuffle's random
-stream restarts with each pass over the data, so a restarted process sees the order an
-uninterrupted run would have seen.
+(`tests/test_fit_resume.py` kills a real run mid-epoch to check). It holds because each epoch's
+order is a function of `(seed, epoch)` (`keras_bp.fit_input`), so a restarted process sees the
+order an uninterrupted run would have seen. With `--keras-shuffle` it holds too: seeded, Keras's
+TensorFlow backend shuffles every epoch in the same order.
 
 Non-finite loss. `StopOnNonFinite` raises `keras_bp.errors.NonFiniteLoss`, naming the epoch and
 step, at the first NaN or Inf loss. Raising, rather than `keras.callbacks.TerminateOnNaN`'s

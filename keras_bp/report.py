@@ -7,7 +7,6 @@ finished ones, so a killed report resumes where it stopped.
 """
 
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,16 +30,6 @@ PARITY_SPEEDS = {
     "--fused": Speed(LOOP_SPEED.steps_per_call, fused=True),
     "--xla": Speed(LOOP_SPEED.steps_per_call, xla=True),
 }
-
-
-def parse_seeds(text: str) -> list:
-    """`"5"`: seeds 0 to 4; `"3-7"`: seeds 3 to 7."""
-    if re.fullmatch(r"\d+", text) and int(text) > 0:
-        return list(range(int(text)))
-    match = re.fullmatch(r"(\d+)-(\d+)", text)
-    if match and int(match[1]) <= int(match[2]):
-        return list(range(int(match[1]), int(match[2]) + 1))
-    raise ValueError(f"expected a count such as 5 or a range such as 3-7, received {text!r}")
 
 
 def run_dir(out, label: str, seed: int) -> Path:

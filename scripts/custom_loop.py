@@ -5,12 +5,14 @@
                                   [--optimizer rmsprop|sgd] [--learning-rate LR]
                                   [--deterministic] [--fresh] [--fused] [--xla]
                                   [--steps-per-call 52] [--checkpoint-every 100]
+                                  [--early-stopping PATIENCE] [--tensorboard DIR]
 
 The loop lives in `keras_bp.loop` (read `keras_bp.reference` for its plain form); this script
 picks its gradient source: `tf.GradientTape` over the Keras model, applied with Keras's
 `RMSprop` (with `--fused`, `keras_bp.fused.FusedRMSprop`: the same update as one kernel). Same
 data, same initial weights (for the same `--seed`) and same batches as the hand-written
-trainer, `scripts/manual_backprop.py`. Rerunning after a kill resumes from the last checkpoint.
+trainer, `scripts/manual_backprop.py`, and as `scripts/train.py`'s `fit`. The test set is
+evaluated after every epoch; `--early-stopping` and `--tensorboard` are `fit`'s. Rerunning after a kill resumes from the last checkpoint.
 """
 
 from keras_bp import cli

@@ -5,6 +5,7 @@
                                       [--train-samples N] [--deterministic] [--fresh]
                                       [--fused] [--xla] [--steps-per-call 52]
                                       [--checkpoint-every 100]
+                                      [--early-stopping PATIENCE] [--tensorboard DIR]
 
 Each step runs the forward pass `y = f(w·x + b)` layer by layer (`keras_bp.backprop`), takes the
 fused softmax + cross-entropy gradient `(p − y)/N`, walks the layers backwards to `∂L/∂w` and

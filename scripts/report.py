@@ -13,7 +13,6 @@ figures into `--out`, and with `--docs DIR` copies `report.md` and the figures t
 the same command after a kill reuses every finished run, and `--fresh` retrains them all.
 """
 
-import argparse
 import logging
 from pathlib import Path
 from time import perf_counter
@@ -22,20 +21,13 @@ from keras_bp import cli
 from keras_bp.config import DEFAULT_OUT
 
 
-def seeds(text):
-    from keras_bp.report import parse_seeds
-
-    try:
-        return parse_seeds(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def main():
     # Setup: the recipe's epochs and batch by default; five seeds.
     p = cli.Parser(description=__doc__.splitlines()[0])
     cli.add_verbose(p)
-    p.add_argument("--seeds", type=seeds, default=seeds("5"), help="5: seeds 0-4; 3-7: a range")
+    p.add_argument(
+        "--seeds", type=cli.seed_list, default=cli.seed_list("5"), help="5: seeds 0-4; 3-7: a range"
+    )
     p.add_argument("--epochs", type=cli.positive_int, default=5, help="default: 5")
     p.add_argument("--train-samples", type=cli.positive_int, metavar="N")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT["report"]))

@@ -3,9 +3,14 @@
     python scripts/train.py [--epochs 5] [--batch-size 128] [--seed 0] [--out runs/fit]
                             [--train-samples N] [--optimizer rmsprop|sgd] [--learning-rate LR]
                             [--deterministic] [--fresh] [--steps-per-execution N] [--xla] [--fused]
+                            [--early-stopping PATIENCE] [--tensorboard DIR] [--keras-shuffle]
 
 It prints Keras's progress bar, then `test accuracy: 0.xxxx`, and writes `metrics.json` and
-`model.keras` into `--out`. Expect a test accuracy of about 0.978 after 5 epochs.
+`model.keras` into `--out`. Expect a test accuracy of about 0.978 after 5 epochs. Each epoch
+gets a new shuffle, fixed by `(seed, epoch)`: the loops' order (`--keras-shuffle`: Keras's own,
+which repeats one order when seeded). The test set is evaluated after every epoch
+(`metrics.json`'s `history`); `--early-stopping` holds out a validation set and stops on it,
+`--tensorboard` writes event files for `tensorboard --logdir DIR`.
 
 Killed mid-run, the same command resumes after the last finished epoch (the backup is in
 `--out/resume`); `--fresh` starts over. A NaN or Inf loss stops training with an error naming

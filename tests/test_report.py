@@ -1,0 +1,117 @@
+"""The reproduction report: the whole pipeline on a small real subset, its reuse of finished runs,
+its bad input, and (slow) the default report's accuracy claim."""
+
+import argparse
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import run_script
+from matplotlib import image
+
+from keras_bp import cli, report
+from keras_bp.published import PUBLISHED
+
+FIGURES = {
+    "learning_curves.png",
+    "accuracy_per_seed.png",
+    "parity_over_steps.png",
+    "gradcheck_errors.png",
+    "overfitting.png",
+}
+
+
+def check_figure(path):
+    pixels = image.imread(path)
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 300, path
+    assert pixels[..., :3].std() > 0.01, f"{path} is blank"
+
+
+def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
+    out, docs = tmp_path / "report", tmp_path / "docs"
+    result = run_script(
+        "scripts/report.py",
+        *("--seeds", "2", "--epochs", "1", "--train-samples", "1500"),
+        *("--overfit-epochs", "3", "--parity-steps", "4"),
+        *("--bench", tmp_path / "no-bench.json", "--out", out, "--docs", docs),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[8/8] fit --keras-shuffle, seed 1" in result.stdout  # progress names each run
+
+    numbers = json.loads((out / "report.json").read_text())
+    assert set(numbers["trainers"]) == set(report.TRAINERS)
+    for label, trainer in numbers["trainers"].items():
+        for seed, run in zip([0, 1], trainer["runs"], strict=True):
+            metrics = json.loads((report.run_dir(out, label, seed) / "metrics.json").read_text())
+            assert run["seed"] == metrics["seed"] == seed
+            assert run["test_accuracy"] == metrics["test_accuracy"]
+            assert run["history"] == metrics["history"]
+            assert len(metrics["history"]["test_accuracy"]) == 1  # evaluated after the epoch
+        accuracies = [r["test_accuracy"] for r in trainer["runs"]]
+        assert trainer["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracies), abs=1e-12)
+    assert numbers["published"]["test_accuracy"] == PUBLISHED.test_accuracy
+    assert numbers["speed"] is None  # no bench run to read
+    assert numbers["overfitting"]["epochs"] == 3
+    assert set(numbers["parity"]) == set(report.PARITY_SPEEDS)
+
+    text = (out / "report.md").read_text()
+    fit = numbers["trainers"]["fit"]["test_accuracy"]
+    assert f"{fit['mean']:.4f}" in text and "Welch" in text and "run `make bench` first" in text
+    assert {p.name for p in out.glob("*.png")} == FIGURES  # no speed figure without a bench
+    for name in FIGURES:
+        check_figure(out / name)
+        assert (docs / name).read_bytes() == (out / name).read_bytes()
+    assert (docs / "report.md").read_text() == text
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
+    config = replace(report.TRAINERS["tape"], epochs=1, seed=3, out=tmp_path)
+    metrics = {
+        "trainer": "tape",
+        "epochs": 1,
+        "seed": 3,
+        "train_samples": 1500,
+        "early_stopping": None,
+        "shuffle": "per-epoch",
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert report.finished(tmp_path, config, 1500) == metrics
+    assert report.finished(tmp_path, config, 3000) is None  # other data
+    assert report.finished(tmp_path, replace(config, epochs=2), 1500) is None
+    assert report.finished(tmp_path, replace(config, seed=4), 1500) is None
+    fit = replace(report.TRAINERS["fit --keras-shuffle"], epochs=1, seed=3, out=tmp_path)
+    assert report.finished(tmp_path, fit, 1500) is None  # another trainer
+    (tmp_path / "metrics.json").write_text("{trunc")
+    assert report.finished(tmp_path, config, 1500) is None
+
+
+def test_seeds_are_a_count_or_a_range():
+    assert cli.seed_list("5") == [0, 1, 2, 3, 4]
+    assert cli.seed_list("3-7") == [3, 4, 5, 6, 7]
+    for bad in ["0", "7-3", "x", "-1", "1-2-3"]:
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a count"):
+            cli.seed_list(bad)
+
+
+@pytest.mark.parametrize("args", [["--seeds", "7-3"], ["--epochs", "0"], ["--parity-steps", "-1"]])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args):
+    result = run_script("scripts/report.py", *args, "--out", tmp_path / "r")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_the_default_report_reproduces_the_published_accuracy(tmp_path):
+    """Five seeds of every trainer, 5 epochs on all of MNIST: fit's mean lies in 0.975–0.985."""
+    out = tmp_path / "report"
+    result = run_script("scripts/report.py", "--out", out, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    numbers = json.loads((out / "report.json").read_text())
+    for label in ["fit", "tape", "manual"]:
+        summary = numbers["trainers"][label]["test_accuracy"]
+        assert summary["n"] == 5
+        assert 0.975 <= summary["mean"] <= 0.985, (label, summary)
+    for name in FIGURES:
+        check_figure(out / name)
