@@ -12,7 +12,8 @@ picks its gradient source: `tf.GradientTape` over the Keras model, applied with 
 `RMSprop` (with `--fused`, `keras_bp.fused.FusedRMSprop`: the same update as one kernel). Same
 data, same initial weights (for the same `--seed`) and same batches as the hand-written
 trainer, `scripts/manual_backprop.py`, and as `scripts/train.py`'s `fit`. The test set is
-evaluated after every epoch; `--early-stopping` and `--tensorboard` are `fit`'s. Rerunning after a kill resumes from the last checkpoint.
+evaluated after every epoch; `--early-stopping` and `--tensorboard` are `fit`'s. Rerunning
+after a kill resumes from the last checkpoint.
 """
 
 from keras_bp import cli
