@@ -6,6 +6,7 @@ every figure: `color("fit")` is always tab10's blue, so a reader learns the key 
 """
 
 import contextlib
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -79,18 +80,26 @@ def learning_curves(histories, path) -> Path:
             (axes[0], "loss", "cross-entropy loss (nats per image)"),
             (axes[1], "accuracy", "accuracy (fraction of images correct)"),
         ]
-        handles = []
+        handles, drawn = [], {}
         for label, runs in histories.items():
             c = color(label)
-            for split, prefix, style in [("train", "", "-"), ("test", "test_", "--")]:
+            for prefix, style in [("", "-"), ("test_", "--")]:
                 for ax, metric, _ in panels:
                     curves = np.array([h[prefix + metric] for h in runs], float)  # (seeds, epochs)
                     epochs = np.arange(1, curves.shape[1] + 1)
                     ax.fill_between(epochs, curves.min(0), curves.max(0), color=c, alpha=0.2, lw=0)
-                    (line,) = ax.plot(epochs, curves.mean(0), style, marker="o", ms=3, color=c)
-                line.set_label(f"{label} {split} ({_seeds(len(runs))})")
-                handles.append(line)
-        handles.append(Patch(color="grey", alpha=0.2, label="min–max over seeds"))
+                    ax.plot(epochs, curves.mean(0), style, marker="o", ms=3, color=c)
+            metrics = [
+                [h[k] for k in ("loss", "accuracy", "test_loss", "test_accuracy")] for h in runs
+            ]
+            same = _same_as(label, metrics, drawn, rtol=1e-3)  # lines a reader cannot tell apart
+            name = f"{label} ({_seeds(len(runs))})" + (f", on {same}'s lines" if same else "")
+            handles.append(Line2D([], [], color=c, lw=2, label=name))
+        handles += [
+            Line2D([], [], color="0.3", ls="-", label="train"),
+            Line2D([], [], color="0.3", ls="--", label="test"),
+            Patch(color="grey", alpha=0.2, label="min–max over seeds"),
+        ]
         for ax, metric, ylabel in panels:
             ax.set(xlabel="epoch", ylabel=ylabel, title=metric.capitalize())
             ax.xaxis.get_major_locator().set_params(integer=True)
@@ -98,6 +107,18 @@ def learning_curves(histories, path) -> Path:
         fig.suptitle("Learning curves: train (solid) and test (dashed), mean over seeds")
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4))
     return Path(path)
+
+
+def _same_as(label, value, drawn: dict, rtol=0.0):
+    """The first label drawn before `label` whose `value` equals this one (within `rtol`), else
+    `None`; records it. Trainers that agree draw one line over another; the legend says so."""
+    value = np.asarray(value, dtype=float)
+    same = next(
+        (k for k, v in drawn.items() if v.shape == value.shape and np.allclose(v, value, rtol, 0)),
+        None,
+    )
+    drawn[label] = value
+    return same
 
 
 def accuracy_per_seed(values, published, path, published_label="published") -> Path:
@@ -145,10 +166,16 @@ def parity_over_steps(curves, path) -> Path:
     size = (3.6 * len(curves) + 1, 4.2)
     with _figure(path, ncols=len(curves), figsize=size, sharey=True, squeeze=False) as (fig, axes):
         for ax, (config, pairs) in zip(axes[0], curves.items(), strict=True):
+            drawn = {}
             for pair, diffs in pairs.items():
+                same = _same_as(pair, diffs, drawn)
                 diffs = np.asarray(diffs, dtype=float)
                 steps = np.arange(1, diffs.size + 1)
-                ax.plot(steps, np.maximum(diffs, floor), color=color(pair), lw=1.5, label=pair)
+                # A curve equal to one drawn before goes dashed on top of it: both stay visible.
+                label, style = (f"{pair} (= {same})", "--") if same else (pair, "-")
+                ax.plot(
+                    steps, np.maximum(diffs, floor), style, color=color(pair), lw=1.5, label=label
+                )
             ax.set(yscale="log", xlabel="training step", title=config)
             ax.grid(alpha=0.3, which="major")
         axes[0, 0].set_ylabel("max |Δw| (weights)")
@@ -219,17 +246,18 @@ def speed(rows, cpu, path) -> Path:
         ax.set(xlabel="training time ÷ matmul floor (×; lower is faster)")
         ax.grid(axis="x", alpha=0.3)
         fig.suptitle("Training time over this machine's matmul floor")
-        ax.set_title(cpu, fontsize=9, color="0.3")
+        ax.set_title(textwrap.fill(cpu, 80), fontsize=9, color="0.3")
     return Path(path)
 
 
-def overfitting(history, best_epoch, path, stopped_epoch=None) -> Path:
+def overfitting(history, best_epoch, path, stopped_epoch=None, patience=None) -> Path:
     """Train and validation loss per epoch, with the epoch of the lowest validation loss marked.
 
     Args:
         history: per-epoch lists "loss" (train), "val_loss" and optionally "test_loss".
         best_epoch: the 1-based epoch of the lowest validation loss.
         stopped_epoch: the 1-based epoch training stopped at (early stopping), if any.
+        patience: the early-stopping patience that stops at `stopped_epoch`, for its label.
     """
     with _figure(path, figsize=(8, 4.6)) as (fig, ax):
         splits = [
@@ -246,6 +274,8 @@ def overfitting(history, best_epoch, path, stopped_epoch=None) -> Path:
         ax.axvline(best_epoch, color="black", lw=1, label=best)
         if stopped_epoch is not None:
             stopped = f"stopped at epoch {stopped_epoch}"
+            if patience is not None:
+                stopped = f"early stopping, patience {patience}: stops after epoch {stopped_epoch}"
             ax.axvline(stopped_epoch, color="0.5", ls="-.", lw=1, label=stopped)
         ax.set(xlabel="epoch", ylabel="cross-entropy loss (nats per image)")
         ax.set_title("Loss per epoch: where validation loss turns")

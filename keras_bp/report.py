@@ -57,13 +57,14 @@ def finished(directory: Path, config, samples: int) -> dict | None:
 def train_all(data, out, seeds, epochs, train_samples=None, fresh=False, progress=print):
     """Train every trainer of `TRAINERS` once per seed, or reuse its finished run.
 
-    Returns `{label: [metrics per seed]}`.
+    Returns `({label: [metrics per seed]}, how many finished runs were reused)`.
     """
     from keras_bp.loop import train_loop
     from keras_bp.recipe import train_fit
 
     jobs = [(label, seed) for label in TRAINERS for seed in seeds]
     results = {label: [] for label in TRAINERS}
+    reused = 0
     for i, (label, seed) in enumerate(jobs, 1):
         directory = run_dir(out, label, seed)
         config = replace(
@@ -84,10 +85,10 @@ def train_all(data, out, seeds, epochs, train_samples=None, fresh=False, progres
             _, metrics = train(config, data, verbose=0)
             done = f"{metrics['train_seconds']:.1f} s"
         else:
-            done = "reused"
+            done, reused = "reused", reused + 1
         progress(f"{where} test accuracy {metrics['test_accuracy']:.4f} ({done})")
         results[label].append(metrics)
-    return results
+    return results, reused
 
 
 def overfitting_run(data, out, epochs, seed=0, patience=3, fresh=False, progress=print):

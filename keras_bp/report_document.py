@@ -35,7 +35,7 @@ def build(results, settings, machine, overfitting, parity, gradients, speed):
 
     Args:
         results: `{trainer: [metrics.json of each seed]}` (`keras_bp.report.train_all`).
-        settings: `{"seeds", "epochs", "train_samples", "seconds"}`.
+        settings: `{"seeds", "epochs", "train_samples", "seconds", "reused_runs"}`.
         machine: `{"cpu", "versions"}`.
         overfitting, parity, gradients, speed: `keras_bp.report`'s, or `None` when skipped.
     """
@@ -117,7 +117,8 @@ def markdown(report) -> str:
         f"{s['epochs']} epoch{'s' * (s['epochs'] > 1)} at batch 128 on {samples} training "
         "images, and was evaluated on the 10,000 test images after every epoch. "
         f"Machine: {report['machine']['cpu']}; "
-        f"the report took {s['seconds'] / 60:.1f} minutes.",
+        f"the report took {s['seconds'] / 60:.1f} minutes"
+        + (f", reusing {s['reused_runs']} finished runs." if s["reused_runs"] else "."),
         "",
         f"Published: `{published['printed']}` ({published['source']}, <{published['url']}>).",
         "",

@@ -52,7 +52,7 @@ def main():
     (x, y), _ = mnist
     with RunLock(out):
         # Train every trainer once per seed, or reuse the finished runs.
-        results = report.train_all(
+        results, reused = report.train_all(
             mnist, out, args.seeds, args.epochs, args.train_samples, args.fresh
         )
 
@@ -71,6 +71,7 @@ def main():
             "epochs": args.epochs,
             "train_samples": args.train_samples,
             "seconds": round(perf_counter() - start, 1),
+            "reused_runs": reused,
         }
         machine = {"cpu": bench.cpu_description(), "versions": runs.versions()}
         numbers = report_document.build(
@@ -86,7 +87,6 @@ def main():
             {label: {r["seed"]: r["test_accuracy"] for r in rs} for label, rs in results.items()},
             PUBLISHED.test_accuracy,
             out / "accuracy_per_seed.png",
-            published_label=f"published {PUBLISHED.test_accuracy}",
         )
         if parity:
             figures.parity_over_steps(parity, out / "parity_over_steps.png")
@@ -100,6 +100,7 @@ def main():
                 overfitting["best_epoch"],
                 out / "overfitting.png",
                 stopped_epoch=overfitting["stopped_epoch"],
+                patience=overfitting["patience"],
             )
         written = [out / "report.md", *sorted(out.glob("*.png"))]
         if args.docs:
