@@ -115,3 +115,9 @@ def test_the_default_report_reproduces_the_published_accuracy(tmp_path):
         assert 0.975 <= summary["mean"] <= 0.985, (label, summary)
     for name in FIGURES:
         check_figure(out / name)
+    for seed in range(5):  # the same batches in the same order, the same graph: the same bits
+        fit, tape = (
+            json.loads((report.run_dir(out, label, seed) / "metrics.json").read_text())
+            for label in ("fit", "tape")
+        )
+        assert fit["weights_sha256"] == tape["weights_sha256"], seed
