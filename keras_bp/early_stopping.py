@@ -124,14 +124,23 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.store.keep_only(self.best_epoch)
             return
         self._first_epoch = False
-        if epoch == 0:
-            return
-        rule = replay(self.patience, self.log.history(epoch)["val_loss"])
+        if epoch and self._rebuild(epoch).stopped:
+            # It had stopped the run; a kill came before the model was saved.
+            raise AlreadyStopped(self.best_weights)
+
+    def on_train_end(self, logs=None):
+        if self._first_epoch:  # every epoch had been backed up before a kill: none ran
+            self._rebuild(self.params["epochs"])
+        super().on_train_end(logs)
+
+    def _rebuild(self, epochs) -> Rule:
+        """Take the state of the rule after the first `epochs` epochs, from the run's log."""
+        rule = replay(self.patience, self.log.history(epochs)["val_loss"])
         self.best, self.best_epoch, self.wait = rule.best, rule.best_epoch, rule.wait
         self.best_weights = self.store.load(rule.best_epoch)
-        if rule.stopped:  # it had stopped the run; a kill came before the model was saved
+        if rule.stopped:
             self.stopped_epoch = rule.stopped_epoch
-            raise AlreadyStopped(self.best_weights)
+        return rule
 
     def on_epoch_end(self, epoch, logs=None):
         before = self.best_epoch if self.best_weights is not None else None

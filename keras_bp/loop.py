@@ -121,7 +121,13 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics):
         if rule and rule.update(epoch, metrics["val_loss"]):
             best.save(epoch, [v.numpy() for v in source.variables])
         if summaries:
-            summaries.write(epoch, metrics, _weights_by_path(source), config.resolved_learning_rate)
+            summaries.write(
+                epoch,
+                metrics,
+                _weights_by_path(source),
+                config.resolved_learning_rate,
+                iterations=(epoch + 1) * per_epoch,
+            )
         totals.reset()
         epoch, step = epoch + 1, 0
         ckpt.save(epoch, step)

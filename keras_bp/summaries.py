@@ -2,9 +2,10 @@
 
 `fit` writes with `keras.callbacks.TensorBoard`: into `DIR/train` the epoch's `epoch_loss`,
 `epoch_accuracy`, `epoch_learning_rate` and a histogram of every weight (`{weight.path}/histogram`),
-into `DIR/validation` the validation loss and accuracy. `EpochSummaries` writes the same tags
-for the loop, and the test set's loss and accuracy into `DIR/test` for all three trainers.
-Every value is per epoch, with the 0-based epoch as the step, as Keras writes them.
+into `DIR/validation` the validation loss and accuracy, twice: as `epoch_loss` per epoch and
+as `evaluation_loss_vs_iterations` at the optimizer's step count. `EpochSummaries` writes the
+same tags for the loop, and the test set's loss and accuracy into `DIR/test` for all three
+trainers. `epoch_*` values take the 0-based epoch as their step, as Keras writes them.
 
     tensorboard --logdir runs/custom_loop/tensorboard
 """
@@ -26,15 +27,20 @@ class EpochSummaries:
     def __init__(self, logdir, runs=tuple(RUNS)):
         self.writers = {run: tf.summary.create_file_writer(str(logdir / run)) for run in runs}
 
-    def write(self, epoch: int, metrics: dict, weights=None, learning_rate=None):
+    def write(self, epoch: int, metrics: dict, weights=None, learning_rate=None, iterations=None):
         """Write epoch `epoch`'s metrics (`loss`, `val_loss`, `test_accuracy`, …) into their
-        runs; with `weights` (`{path: array}`), a histogram of each, and the learning rate."""
+        runs; with `weights` (`{path: array}`), a histogram of each, the learning rate, and
+        with `iterations` (training steps so far) the validation metrics against it."""
         for run, writer in self.writers.items():
             prefix = RUNS[run]
             with writer.as_default():
                 for name in ("loss", "accuracy"):
                     if prefix + name in metrics:
                         tf.summary.scalar(f"epoch_{name}", metrics[prefix + name], step=epoch)
+                if run == "validation" and iterations is not None and prefix + "loss" in metrics:
+                    for name in ("loss", "accuracy"):
+                        value = metrics[prefix + name]
+                        tf.summary.scalar(f"evaluation_{name}_vs_iterations", value, iterations)
                 if run == "train" and learning_rate is not None:
                     tf.summary.scalar("epoch_learning_rate", learning_rate, step=epoch)
                 if run == "train" and weights:

@@ -2,6 +2,7 @@
 
 import argparse
 import inspect
+from pathlib import Path
 
 import keras
 import pytest
@@ -67,6 +68,8 @@ def test_steps_per_epoch_counts_the_partial_batch():
         ),
         (lambda: LoopConfig(gradients="jax"), "gradients: expected one of ('tape', 'manual')"),
         (lambda: LoopConfig(checkpoint_every=-1), "checkpoint_every: expected an integer >= 0"),
+        (lambda: FitConfig(early_stopping=0), "early_stopping: expected a positive integer"),
+        (lambda: LoopConfig(early_stopping=True), "early_stopping: expected a positive integer"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_field(make, message):
@@ -133,3 +136,34 @@ def test_every_option_of_the_parity_tool_says_its_default():
         "--tolerance TOLERANCE largest weight difference that passes (default: 0.0001)",
     ]:
         assert text in help_text
+
+
+def test_early_stopping_tensorboard_and_keras_shuffle_become_config_fields():
+    args = ["--early-stopping", "3", "--tensorboard", "tb", "--keras-shuffle"]
+    fit = cli.config_from_args(cli.train_parser("t", "fit").parse_args(args), "fit")
+    assert fit == FitConfig(early_stopping=3, tensorboard=Path("tb"), keras_shuffle=True)
+    loop = cli.config_from_args(cli.train_parser("t", "tape").parse_args(args[:4]), "tape")
+    assert loop == LoopConfig(early_stopping=3, tensorboard=Path("tb"))
+
+
+def test_keras_shuffle_is_an_option_of_fit_only(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.train_parser("t", "tape").parse_args(["--keras-shuffle"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.endswith(": error: unrecognized arguments: --keras-shuffle\n")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("patience", ["0", "-1", "two"])
+def test_a_bad_patience_is_one_line_and_exit_code_2(patience, tmp_path):
+    from conftest import run_script
+
+    out = tmp_path / "run"
+    proc = run_script("scripts/train.py", "--early-stopping", patience, "--out", out)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"train.py: error: argument --early-stopping: expected a positive integer, "
+        f"received {patience if patience != 'two' else repr(patience)}"
+    ]
+    assert not out.exists()

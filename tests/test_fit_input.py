@@ -94,6 +94,12 @@ def test_keras_shuffle_repeats_one_order_every_epoch(fit_batches, tmp_path):
     assert first == second  # in the same order in both epochs
 
 
+def _trained_weights(config):
+    train = train_fit if config.trainer == "fit" else train_loop
+    model, _ = train(config, make_synthetic_data(), verbose=0)
+    return model.get_weights()
+
+
 def test_fit_and_the_tape_loop_end_with_the_same_weights(tmp_path):
     settings = {"epochs": 2, "batch_size": BATCH, "seed": SEED}
     configs = {
@@ -101,12 +107,7 @@ def test_fit_and_the_tape_loop_end_with_the_same_weights(tmp_path):
         "tape": LoopConfig(gradients="tape", speed=Speed(1), out=tmp_path / "tape", **settings),
         "keras order": FitConfig(out=tmp_path / "keras", keras_shuffle=True, **settings),
     }
-    weights = {
-        name: (train_fit if c.trainer == "fit" else train_loop)(c, make_synthetic_data(), 0)[
-            0
-        ].get_weights()
-        for name, c in configs.items()
-    }
+    weights = {name: _trained_weights(config) for name, config in configs.items()}
     for fit, tape in zip(weights["fit"], weights["tape"], strict=True):
         np.testing.assert_allclose(fit, tape, rtol=0, atol=1e-5)
     # Keras's own order is another, and so are its weights.

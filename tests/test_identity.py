@@ -32,6 +32,7 @@ CHANGES = {
     "fused": ({"speed": Speed(3, fused=True)}, "speed.fused False vs True"),
     "xla": ({"speed": Speed(3, xla=True)}, "speed.xla False vs True"),
     "steps per call": ({"speed": Speed(4)}, "speed.steps_per_call 3 vs 4"),
+    "early stopping": ({"early_stopping": 2}, "early_stopping None vs 2"),
 }
 
 
@@ -75,6 +76,29 @@ def test_a_changed_setting_is_refused_on_resume_naming_it(trainer, change, kille
     assert str(refused.value).endswith("pass --fresh to start over, or choose another --out")
     assert "\n" not in str(refused.value)
     assert _contents(resume_dir(config.out)) == state  # untouched
+
+
+def test_fits_shuffle_is_refused_on_resume_naming_it(killed_runs):
+    """`keras_shuffle` is `fit`'s alone: Keras's order instead of the loops' `(seed, epoch)`."""
+    config, _ = killed_runs["fit"]
+    state = _contents(resume_dir(config.out))
+    with pytest.raises(UsageError, match="holds the resume state of another run") as refused:
+        train_fit(replace(config, keras_shuffle=True), make_synthetic_data(), verbose=0)
+    assert "shuffle per-epoch vs keras" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert _contents(resume_dir(config.out)) == state
+
+
+@pytest.mark.parametrize("trainer", ["fit", "loop"])
+def test_tensorboard_changes_no_number_so_a_resume_may_add_it(trainer, killed_runs, tmp_path):
+    import shutil
+
+    config, train = killed_runs[trainer]
+    copy = replace(config, out=tmp_path / "copy", tensorboard=tmp_path / "tensorboard")
+    shutil.copytree(config.out, copy.out)
+    _, metrics = train(copy, make_synthetic_data(), verbose=0)
+    assert metrics["resumed_at"] is not None
+    assert (tmp_path / "tensorboard" / "train").is_dir()
 
 
 @pytest.mark.parametrize("trainer", ["fit", "loop"])

@@ -116,15 +116,7 @@ def test_train_holds_the_learning_rate_and_a_histogram_of_every_weight(trainer, 
     "run",
     [
         "train",
-        pytest.param(
-            "validation",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: fit's validation run also has Keras's evaluation_loss_vs_iterations "
-                "and evaluation_accuracy_vs_iterations (TensorBoard.on_test_end); the loop's "
-                "EpochSummaries writes neither",
-            ),
-        ),
+        "validation",
         "test",
     ],
 )
