@@ -110,14 +110,8 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics):
                 ckpt.save(epoch, step)
                 _stop_if_requested(stop, f"epoch {epoch + 1} of {config.epochs}, step {step}", ckpt)
         _check_finite_state(source, epoch, step, ckpt)
-        seconds = totals.seconds()
-        metrics = dict(zip(("loss", "accuracy"), totals.means(), strict=True))
-        # Evaluated after the epoch's training, outside its seconds; no weight changes.
-        for prefix, part in (("val_", data.validation), ("test_", data.test)):
-            if part is not None:
-                values = steps.evaluate(*part)
-                metrics.update({prefix + "loss": values[0], prefix + "accuracy": values[1]})
-        log.record_epoch(epoch, metrics, seconds)
+        metrics = _epoch_metrics(totals, steps, data)
+        log.record_epoch(epoch, metrics, totals.seconds())
         if rule and rule.update(epoch, metrics["val_loss"]):
             best.save(epoch, [v.numpy() for v in source.variables])
         if summaries:
@@ -133,10 +127,9 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics):
         ckpt.save(epoch, step)
         if rule:
             best.keep_only(rule.best_epoch)
-        if verbose == 1 and "val_loss" in metrics:
-            print(
-                f"val_loss: {metrics['val_loss']:.4f} - val_accuracy: {metrics['val_accuracy']:.4f}"
-            )
+        if verbose == 1:
+            held_out = {k: v for k, v in metrics.items() if k.startswith(("val_", "test_"))}
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in held_out.items()))
         if epoch < config.epochs:  # after the last epoch, finishing is quicker than stopping
             _stop_if_requested(stop, f"the end of epoch {epoch} of {config.epochs}", ckpt)
         tick = perf_counter()
@@ -159,6 +152,17 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics):
         summaries.close()
     log.finish()
     return model, metrics
+
+
+def _epoch_metrics(totals, steps, data):
+    """The epoch's training loss and accuracy, then the validation and test sets' evaluated
+    after it (outside its seconds; no weight changes)."""
+    metrics = dict(zip(("loss", "accuracy"), totals.means(), strict=True))
+    for prefix, part in (("val_", data.validation), ("test_", data.test)):
+        if part is not None:
+            loss, accuracy = steps.evaluate(*part)
+            metrics.update({prefix + "loss": loss, prefix + "accuracy": accuracy})
+    return metrics
 
 
 def _weights_by_path(source):
