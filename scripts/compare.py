@@ -11,12 +11,12 @@ into `--out/<trainer>/`; the table goes to `--out/compare.md` and to the screen.
 from dataclasses import fields, replace
 
 from keras_bp import cli
-from keras_bp.config import LOOP_SPEED, LoopConfig, TrainConfig
+from keras_bp.config import DEFAULT_OUT, LOOP_SPEED, LoopConfig, TrainConfig
 
 
 def main():
     # Setup: one set of options for all three trainers; each writes into --out/<trainer>/.
-    parser = cli.train_parser(__doc__.splitlines()[0], "fit", out=cli.DEFAULT_OUT["compare"])
+    parser = cli.train_parser(__doc__.splitlines()[0], "fit", out=DEFAULT_OUT["compare"])
     args = parser.parse_args()
     fit_config = cli.config_from_args(args, "fit")
     out = cli.check_out_dir(fit_config.out)  # bad input fails fast, before TensorFlow starts
