@@ -25,10 +25,12 @@ class RunCheckpoint:
         state: `{name: variable or list of variables}`, everything a resume needs.
         steps_per_epoch: steps in one epoch, to count positions across epochs.
         every: `due` after at least this many steps since the last save; 0: never mid-epoch.
+        restore_from: where `restore` reads; `directory` by default.
     """
 
-    def __init__(self, directory, state: dict, steps_per_epoch: int, every: int):
+    def __init__(self, directory, state: dict, steps_per_epoch: int, every: int, restore_from=None):
         self.directory = directory
+        self.restore_from = Path(restore_from or directory)
         self.steps_per_epoch = steps_per_epoch
         self.every = every
         self.position = tf.Variable([0, 0], dtype=tf.int64)  # (epoch, step)
@@ -61,7 +63,7 @@ class RunCheckpoint:
             return epoch, step
         if damaged:
             raise UsageError(
-                f"no intact checkpoint in {self.directory} ({', '.join(damaged)} damaged); "
+                f"no intact checkpoint in {self.restore_from} ({', '.join(damaged)} damaged); "
                 "pass --fresh to start over"
             )
         return 0, 0
@@ -70,7 +72,7 @@ class RunCheckpoint:
         """Every checkpoint in the directory, newest first: the index file `checkpoint` names
         the newest, but a damaged or deleted index must not hide the others."""
         numbered = {}
-        for index in Path(self.directory).glob("ckpt-*.index"):
+        for index in self.restore_from.glob("ckpt-*.index"):
             number = index.name[len("ckpt-") : -len(".index")]
             if number.isdigit():
                 numbered[int(number)] = index.with_suffix("")

@@ -16,6 +16,7 @@ from pathlib import Path
 from keras_bp.config import (
     DEFAULT_LEARNING_RATES,
     OPTIMIZERS,
+    STRATEGIES,
     FitConfig,
     LoopConfig,
     Speed,
@@ -125,6 +126,19 @@ def train_parser(description, trainer, out=None):
         metavar="DIR",
         help="write TensorBoard event files into DIR: train, validation and test loss and "
         "accuracy, and weight histograms, per epoch (tensorboard --logdir DIR)",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="train data-parallel with tf.distribute: mirrored replicas in this process, or "
+        "multi-worker across the processes TF_CONFIG names (scripts/run_workers.py starts them)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=positive_int,
+        metavar="N",
+        help="--strategy mirrored: N replicas (logical CPU devices, or the GPUs); they split "
+        "each batch evenly",
     )
     if trainer == "fit":
         p.add_argument(

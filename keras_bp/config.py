@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import ClassVar
 
 GRADIENT_SOURCES = ("tape", "manual")
+# tf.distribute's data parallelism: replicas in one process, or workers from TF_CONFIG.
+STRATEGIES = ("mirrored", "multi-worker")
 OPTIMIZERS = ("rmsprop", "sgd")
 # The learning rates of keras.optimizers.RMSprop and SGD; keras_bp's hand-written optimizers
 # share them (a test checks all three places agree).
@@ -77,6 +79,11 @@ class TrainConfig:
             epochs, and end with the weights of the epoch where it was lowest (Keras's
             `EarlyStopping(patience=P, restore_best_weights=True)`).
         tensorboard: a directory for TensorBoard's event files, or `None`. It changes no number.
+        strategy: `None` for one device; `"mirrored"`: `replicas` copies of the model in this
+            process (`tf.distribute.MirroredStrategy`); `"multi-worker"`: one per process of
+            the cluster in `TF_CONFIG` (`MultiWorkerMirroredStrategy`). The global batch
+            `batch_size` is split evenly across the replicas (`keras_bp.distribute`).
+        replicas: `"mirrored"`'s replica count (CPU devices, or the GPUs when there are).
     """
 
     epochs: int = 5
@@ -91,6 +98,8 @@ class TrainConfig:
     speed: Speed = FIT_SPEED
     early_stopping: int | None = None
     tensorboard: Path | None = None
+    strategy: str | None = None
+    replicas: int | None = None
 
     trainer: ClassVar[str]  # "fit", "tape" or "manual": set by each subclass
 
@@ -105,6 +114,7 @@ class TrainConfig:
             _check_positive_int("train_samples", self.train_samples)
         if self.early_stopping is not None:
             _check_positive_int("early_stopping", self.early_stopping)
+        self._check_strategy()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer: expected one of {OPTIMIZERS}, received {self.optimizer!r}"
@@ -119,6 +129,24 @@ class TrainConfig:
         object.__setattr__(self, "out", Path(self.out))
         if self.tensorboard is not None:
             object.__setattr__(self, "tensorboard", Path(self.tensorboard))
+
+    def _check_strategy(self):
+        if self.strategy is not None and self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy: expected one of {STRATEGIES}, received {self.strategy!r}")
+        if self.strategy is not None and self.speed.xla:
+            raise ValueError("speed.xla: not with a strategy; its steps run without XLA")
+        if self.replicas is None:
+            if self.strategy == "mirrored":
+                raise ValueError("replicas: the mirrored strategy needs a replica count")
+            return
+        _check_positive_int("replicas", self.replicas)
+        if self.strategy != "mirrored":
+            raise ValueError("replicas: applies to the mirrored strategy only")
+        if self.batch_size % self.replicas:
+            raise ValueError(
+                f"replicas: {self.replicas} replicas do not divide the batch of "
+                f"{self.batch_size} evenly"
+            )
 
     @property
     def resolved_learning_rate(self):
@@ -141,6 +169,15 @@ class FitConfig(TrainConfig):
 
     trainer: ClassVar[str] = "fit"
     keras_shuffle: bool = False
+
+    def __post_init__(self):
+        if self.strategy == "multi-worker":
+            raise ValueError(
+                "strategy: Keras 3's fit fails under MultiWorkerMirroredStrategy "
+                "(keras-team/keras#20585); train multi-worker with the loop "
+                "(scripts/custom_loop.py, scripts/manual_backprop.py), or fit with mirrored"
+            )
+        super().__post_init__()
 
 
 @dataclass(frozen=True)

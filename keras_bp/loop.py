@@ -6,21 +6,24 @@ compiled chunks (`keras_bp.compiled`); between chunks it updates the progress ba
 non-finite loss, and checkpoints (`keras_bp.checkpoints`), so a kill loses nothing.
 """
 
+import contextlib
+import dataclasses
 from time import perf_counter
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bp import runs
+from keras_bp import distribute, runs
 from keras_bp.batches import epoch_chunks, epoch_permutation
 from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.compiled import CompiledSteps
 from keras_bp.config import LoopConfig, steps_per_epoch
+from keras_bp.distribute import DistributedSteps
 from keras_bp.early_stopping import BestWeights, replay
 from keras_bp.errors import Interrupted, NonFiniteLoss
 from keras_bp.gradients import make_source
-from keras_bp.runlog import resume_message, resumed_at, start_run
+from keras_bp.runlog import resume_dir, resume_message, resumed_at, start_run
 from keras_bp.summaries import EpochSummaries
 
 
@@ -44,28 +47,35 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
         Interrupted: SIGINT or SIGTERM arrived; a checkpoint of the step it stopped at was saved.
         NonFiniteLoss: the loss or the weights became NaN or Inf; the last good checkpoint is kept.
     """
+    chief_out = config.out
+    config = dataclasses.replace(config, out=distribute.process_out(config))
     with start_run(config, data) as (data, log, stop):
-        return _train_loop(config, data, log, stop, verbose, extra_metrics)
+        return _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out)
 
 
-def _train_loop(config, data, log, stop, verbose, extra_metrics):
+def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out):
     x_train, y_train = data.train
     n = len(x_train)
-    source = make_source(
-        config.gradients,
-        seed=config.seed,
-        optimizer=config.optimizer,
-        learning_rate=config.learning_rate,
-        fused=config.speed.fused,
-    )
+    strategy = distribute.strategy_for(config)  # None: one device
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        source = make_source(
+            config.gradients,
+            seed=config.seed,
+            optimizer=config.optimizer,
+            learning_rate=config.learning_rate,
+            fused=config.speed.fused,
+        )
     x, y = tf.constant(x_train), tf.constant(y_train)
-    steps = CompiledSteps(
-        source,
-        x.shape[1],
-        y.shape[1],
-        xla=config.speed.xla,
-        chunk_shape=(config.speed.steps_per_call, config.batch_size),
-    )
+    if strategy:
+        steps = DistributedSteps(source, strategy, x.shape[1], y.shape[1], config.batch_size)
+    else:
+        steps = CompiledSteps(
+            source,
+            x.shape[1],
+            y.shape[1],
+            xla=config.speed.xla,
+            chunk_shape=(config.speed.steps_per_call, config.batch_size),
+        )
     per_epoch = steps_per_epoch(n, config.batch_size)
     totals = EpochTotals()
     ckpt = RunCheckpoint(
@@ -77,6 +87,9 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics):
         },
         per_epoch,
         config.checkpoint_every,
+        # Under multi-worker, every worker restores what the chief saved (TensorFlow's pattern:
+        # the chief writes the real checkpoint, the others write their own and never read it).
+        restore_from=resume_dir(chief_out) / "checkpoints",
     )
     epoch, step = ckpt.restore()
     resumed = resumed_at(epoch, step, config.epochs, per_epoch)
@@ -143,7 +156,11 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics):
             print(f"kept the weights of epoch {rule.best_epoch + 1}, the lowest val_loss")
     model = source.export_model()
     test_loss, test_accuracy = model.evaluate(*data.test, verbose=0)
-    extra = {"traces": steps.traces, **(extra_metrics or {})}
+    extra = {
+        "traces": steps.traces,
+        "distribution": distribute.describe(strategy),
+        **(extra_metrics or {}),
+    }
     metrics = runs.run_metrics(
         config, log, test_loss, test_accuracy, resumed, rule and rule.summary(), extra
     )

@@ -9,9 +9,11 @@ Inf, and a log of every epoch with the test set evaluated after it. Options add 
 `EarlyStopping` (`keras_bp.early_stopping`) and `TensorBoard` (`keras_bp.summaries`).
 """
 
+import contextlib
+
 import keras
 
-from keras_bp import runs
+from keras_bp import distribute, runs
 from keras_bp.config import FitConfig, steps_per_epoch
 from keras_bp.early_stopping import AlreadyStopped, ResumableEarlyStopping
 from keras_bp.fit_backup import BackupDigests, verify_backup
@@ -52,9 +54,11 @@ def _train_fit(config, data, log, stop, verbose, extra_metrics):
 
     # The same seed gives the same initial weights as `keras_bp.gradients.make_source`.
     keras.utils.set_random_seed(config.seed)
-    model = build_model(
-        optimizer=config.optimizer, learning_rate=config.learning_rate, speed=config.speed
-    )
+    strategy = distribute.strategy_for(config)  # None: one device
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = build_model(
+            optimizer=config.optimizer, learning_rate=config.learning_rate, speed=config.speed
+        )
     backup, manifest = log.directory / "keras", log.directory / "keras.sha256.json"
     verify_backup(backup, manifest)  # before BackupAndRestore reads it
     summaries = None
@@ -109,7 +113,7 @@ def _train_fit(config, data, log, stop, verbose, extra_metrics):
         test_accuracy,
         epoch_log.resumed_at,
         early_stopping and early_stopping.summary(),
-        extra_metrics,
+        {"distribution": distribute.describe(strategy), **(extra_metrics or {})},
     )
     metrics = runs.save_run(config.out, model, metrics)
     if summaries:

@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from keras_bp import atomic
+from keras_bp import atomic, distribute
 from keras_bp.config import validation_samples
 from keras_bp.data import check_training_data, data_fingerprint, data_for_run, hold_out
 from keras_bp.errors import UsageError
@@ -67,6 +67,8 @@ def run_identity(config, data_fingerprint: str, samples: int) -> dict:
         "speed": dataclasses.asdict(config.speed),
         "early_stopping": config.early_stopping,
         "shuffle": shuffle(config),
+        # Replicas sum their gradients in another order than one device: other last bits.
+        "distribution": distribute.planned(config),
     }
 
 

@@ -25,8 +25,9 @@ def main():
     config = cli.config_from_args(args, "tape")
     cli.check_out_dir(config.out)  # bad input fails fast, before TensorFlow starts
     cli.start_tensorflow(args.verbose)
-    from keras_bp import data, loop, reproducible
+    from keras_bp import data, distribute, loop, reproducible
 
+    distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
     settings = reproducible.configure(config.seed, config.deterministic)
 
     # Data: MNIST, verified, (N, 784) float32 / 255 and one-hot labels.

@@ -24,8 +24,9 @@ def main():
     config = cli.config_from_args(args, "manual")
     cli.check_out_dir(config.out)  # bad input fails fast, before TensorFlow starts
     cli.start_tensorflow(args.verbose)
-    from keras_bp import data, loop, reproducible
+    from keras_bp import data, distribute, loop, reproducible
 
+    distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
     settings = reproducible.configure(config.seed, config.deterministic)
 
     # Data.

@@ -26,8 +26,9 @@ def main():
     config = cli.config_from_args(args, "fit")
     cli.check_out_dir(config.out)  # bad input fails fast, before TensorFlow starts
     cli.start_tensorflow(args.verbose)
-    from keras_bp import data, recipe, reproducible
+    from keras_bp import data, distribute, recipe, reproducible
 
+    distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
     settings = reproducible.configure(config.seed, config.deterministic)
 
     # Data: MNIST, verified, reshaped to (N, 784) float32 / 255, labels one-hot.
