@@ -6,6 +6,7 @@ the two loop trainers run them through the loop's own compiled steps. `train_in_
 the weights at the end, `trajectories` the differences after every step.
 """
 
+import contextlib
 import itertools
 from typing import NamedTuple
 
@@ -16,6 +17,7 @@ import tensorflow as tf
 from keras_bp.batches import epoch_chunks, epoch_permutation
 from keras_bp.compiled import CompiledSteps
 from keras_bp.config import LOOP_SPEED, Speed
+from keras_bp.distribute import DistributedSteps
 from keras_bp.gradients import GradientSource, ManualGradients, TapeGradients
 from keras_bp.model import build_model
 
@@ -34,14 +36,15 @@ class _Start(NamedTuple):
     indices: np.ndarray
 
 
-def _start_in_lockstep(n, steps, batch_size, seed, speed: Speed) -> _Start:
+def _start_in_lockstep(n, steps, batch_size, seed, speed: Speed, strategy=None) -> _Start:
     """Three trainers at the initial weights of `seed`, and the first `steps` batches of epoch 0.
 
     `speed.xla` compiles all three with XLA (`fit` with `jit_compile=True`), or none: the
     trainers are compared on the same kernels. Across kernels (XLA's matmul vs oneDNN's) the
     last bits of a pre-activation differ, a ReLU at its kink can flip, and RMSprop's
     `g/√(v + ε)` magnifies the gradient of a weight whose `v` is still tiny (a border pixel).
-    `speed.fused` gives all three the fused RMSprop kernel (`keras_bp.fused`).
+    `speed.fused` gives all three the fused RMSprop kernel (`keras_bp.fused`). With a
+    `strategy`, all three are built under its scope: data-parallel over its replicas.
     """
     if steps * batch_size > n:
         raise ValueError(f"steps * batch_size = {steps * batch_size} exceeds the {n} samples")
@@ -54,14 +57,17 @@ def _start_in_lockstep(n, steps, batch_size, seed, speed: Speed) -> _Start:
         return model
 
     # fit keeps Keras's one step per call; the loops' `steps_per_call` is theirs alone.
-    fit_model = fresh_model(Speed(xla=speed.xla, fused=speed.fused))
-    tape = TapeGradients(fresh_model(Speed(fused=speed.fused)))
-    manual = ManualGradients(fresh_model(), fused=speed.fused)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        fit_model = fresh_model(Speed(xla=speed.xla, fused=speed.fused))
+        tape = TapeGradients(fresh_model(Speed(fused=speed.fused)))
+        manual = ManualGradients(fresh_model(), fused=speed.fused)
     order = epoch_permutation(seed, 0, n)[: steps * batch_size]
     return _Start(initial, fit_model, tape, manual, order.reshape(steps, batch_size))
 
 
-def _compiled_steps(source: GradientSource, x, y, batch_size, speed):
+def _compiled_steps(source: GradientSource, x, y, batch_size, speed, strategy=None):
+    if strategy:
+        return DistributedSteps(source, strategy, x.shape[1], y.shape[1], batch_size)
     # Under XLA every chunk is padded to this one shape, so a one-step chunk runs the very
     # program a full chunk of `steps_per_call` does: the same math, one compile.
     chunk_shape = (speed.steps_per_call, batch_size)
@@ -72,19 +78,22 @@ def _weights(source: GradientSource):
     return [v.numpy() for v in source.variables]
 
 
-def train_in_lockstep(x, y, steps, batch_size=128, seed=0, speed: Speed = LOOP_SPEED):
+def train_in_lockstep(
+    x, y, steps, batch_size=128, seed=0, speed: Speed = LOOP_SPEED, strategy=None
+):
     """Return `{trainer: weights}` after `steps` identical updates, plus the initial weights.
 
     The trainers and their kernels are `_start_in_lockstep`'s. The loops run their batches in
-    chunks of `speed.steps_per_call`, `fit` in its own one step per call.
+    chunks of `speed.steps_per_call`, `fit` in its own one step per call; with a `strategy`
+    (`keras_bp.distribute`), each batch split over its replicas.
     """
-    start = _start_in_lockstep(len(x), steps, batch_size, seed, speed)
+    start = _start_in_lockstep(len(x), steps, batch_size, seed, speed, strategy)
     order = start.indices.ravel()
     start.fit.fit(x[order], y[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     x_tensor, y_tensor = tf.constant(x), tf.constant(y)
     weights = {"initial": start.initial, "fit": start.fit.get_weights()}
     for source in (start.tape, start.manual):
-        compiled = _compiled_steps(source, x, y, batch_size, speed)
+        compiled = _compiled_steps(source, x, y, batch_size, speed, strategy)
         for _, chunk in epoch_chunks(order, batch_size, 0, speed.steps_per_call):
             compiled.run(x_tensor, y_tensor, chunk)
         weights[source.name] = _weights(source)
@@ -120,6 +129,11 @@ def trajectories(x, y, steps, batch_size=128, seed=0, speed: Speed = LOOP_SPEED)
 
 def max_abs_difference(a, b):
     return max(float(np.max(np.abs(u.astype(np.float64) - v))) for u, v in zip(a, b, strict=True))
+
+
+def replica_table(one_device, replicated):
+    """`[(trainer, max |Δw|)]`: each trainer with replicas against itself on one device."""
+    return [(t, max_abs_difference(one_device[t], replicated[t])) for t in TRAINERS]
 
 
 def parity_table(weights):

@@ -1,11 +1,14 @@
 """Do `model.fit`, the GradientTape loop and the hand-written loop agree step by step?
 
     python scripts/parity.py [--steps 100] [--batch-size 128] [--seed 0] [--tolerance 1e-4]
-                             [--xla] [--fused]
+                             [--xla] [--fused] [--replicas N]
 
 All three trainers start from the same initial weights and take the same `--steps` batches of
 real MNIST in the same order. The table gives the largest absolute weight difference for each
-pair; the command exits with 1 if any pair differs by more than `--tolerance`.
+pair; the command exits with 1 if any pair differs by more than `--tolerance`. With
+`--replicas N`, each trainer also runs data-parallel over N mirrored replicas
+(`keras_bp.distribute`), and a second table gives its distance from itself on one device, after
+one step and after `--steps`.
 """
 
 from dataclasses import replace
@@ -42,11 +45,18 @@ def main():
     parser.add_argument(
         "--fused", action="store_true", help="all three with the fused RMSprop kernel"
     )
+    parser.add_argument(
+        "--replicas", type=cli.positive_int, metavar="N", help="also compare N mirrored replicas"
+    )
     cli.add_verbose(parser)
     args = parser.parse_args()
     speed = replace(defaults.speed, xla=args.xla, fused=args.fused)
+    if args.replicas and (args.xla or args.batch_size % args.replicas):
+        raise cli.UsageError("--replicas needs no --xla and a --batch-size they divide evenly")
     cli.start_tensorflow(args.verbose)
-    from keras_bp import data, parity
+    from keras_bp import data, distribute, parity
+
+    strategy = distribute.mirrored(args.replicas) if args.replicas else None  # before any op
 
     # Data.
     (x, y), _ = data.mnist_arrays()
@@ -69,6 +79,21 @@ def main():
     print("| pair | max abs weight difference |\n|---|---|")
     for pair, diff in rows:
         print(f"| {pair} | {diff:.3g} |")
+    if strategy:
+        header = f"{args.replicas} replicas vs one device, after 1 step"
+        print(f"\n| trainer | {header} | after {args.steps} |")
+        print("|---|---|---|")
+        first = parity.train_in_lockstep(x, y, 1, args.batch_size, args.seed, speed)
+        first_replicated = parity.train_in_lockstep(
+            x, y, 1, args.batch_size, args.seed, speed, strategy
+        )
+        replicated = parity.train_in_lockstep(
+            x, y, args.steps, args.batch_size, args.seed, speed, strategy
+        )
+        at_first = dict(parity.replica_table(first, first_replicated))
+        for trainer, diff in parity.replica_table(weights, replicated):
+            print(f"| {trainer} | {at_first[trainer]:.3g} | {diff:.3g} |")
+            rows += [(trainer, at_first[trainer]), (trainer, diff)]
     worst = max(diff for _, diff in rows)
     verdict = "PASS" if worst <= args.tolerance else "FAIL"
     print(f"{verdict}: largest difference {worst:.3g}, tolerance {args.tolerance:g}")
