@@ -6,8 +6,11 @@ the seconds the first epoch spends tracing and compiling (its time above a later
 fixed cost per step above the training floor once running, and the peak memory of each run.
 """
 
+import json
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -64,6 +67,24 @@ def time_fit(data, epochs, speed=FIT_SPEED):
     return run_figures(metrics)
 
 
+def time_process(command, epochs, workers=None):
+    """Run `keras-bp COMMAND` as its own process, or as `workers` processes through
+    `scripts/run_workers.py`: a strategy fixes its devices when the process starts. Returns the
+    chief's `run_figures`; the child's memory is not measured (`peak_rss_mb` None)."""
+    with tempfile.TemporaryDirectory() as out:
+        trainer = [*command, "--epochs", str(epochs), "--checkpoint-every", "0", "--out", out]
+        launcher = ["run-workers", "--workers", str(workers), "--"] if workers else []
+        if workers:
+            trainer = [sys.executable, "-m", "keras_bp", *trainer]
+        subprocess.run(
+            [sys.executable, "-m", "keras_bp", *launcher, *trainer],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        metrics = json.loads((Path(out) / "metrics.json").read_text())
+    return {**run_figures(metrics), "peak_rss_mb": None}
+
+
 def run_figures(metrics):
     """`seconds` of training, the `startup` seconds (tracing and compiling: the first epoch's
     time above the median later epoch's; 0 for a one-epoch run) and the `test_accuracy`."""
@@ -118,6 +139,24 @@ def trainers(data, epochs):
         ),
         "tape loop: --xla": lambda: time_loop("tape", data, epochs, xla),
         "manual loop: --xla": lambda: time_loop("manual", data, epochs, xla),
+        **distributed(epochs),
+    }
+
+
+def distributed(epochs):
+    """`{name: run}` for data parallelism on this machine: 2 mirrored replicas in one process,
+    and 2 worker processes, each its own process (`time_process`)."""
+    mirrored = ["--strategy", "mirrored", "--replicas", "2"]
+    return {
+        "tape loop: --strategy mirrored --replicas 2": lambda: time_process(
+            ["custom-loop", *mirrored], epochs
+        ),
+        "manual loop: --strategy mirrored --replicas 2": lambda: time_process(
+            ["manual", *mirrored], epochs
+        ),
+        "manual loop: 2 workers (run_workers.py)": lambda: time_process(
+            ["manual", "--strategy", "multi-worker"], epochs, workers=2
+        ),
     }
 
 

@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "gradient-check": "gradient_check",
     "worked-example": "worked_example",
     "bench": "bench",
+    "run-workers": "run_workers",
     "report": "report",
 }
 ALIASES = {"loop": "custom-loop"}
