@@ -27,8 +27,8 @@ def main():
     cli.start_tensorflow(args.verbose)
     from keras_bp import data, distribute, loop, reproducible
 
-    distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
     settings = reproducible.configure(config.seed, config.deterministic)
+    distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
 
     # Data: MNIST, verified, (N, 784) float32 / 255 and one-hot labels.
     mnist = data.mnist_arrays(config.train_samples)

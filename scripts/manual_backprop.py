@@ -26,8 +26,8 @@ def main():
     cli.start_tensorflow(args.verbose)
     from keras_bp import data, distribute, loop, reproducible
 
-    distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
     settings = reproducible.configure(config.seed, config.deterministic)
+    distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
 
     # Data.
     mnist = data.mnist_arrays(config.train_samples)

@@ -28,8 +28,8 @@ def main():
     cli.start_tensorflow(args.verbose)
     from keras_bp import data, distribute, recipe, reproducible
 
-    distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
     settings = reproducible.configure(config.seed, config.deterministic)
+    distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
 
     # Data: MNIST, verified, reshaped to (N, 784) float32 / 255, labels one-hot.
     mnist = data.mnist_arrays(config.train_samples)
