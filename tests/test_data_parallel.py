@@ -164,3 +164,13 @@ def test_a_killed_worker_stops_the_launcher_and_the_same_command_resumes(tmp_pat
     assert resumed["resumed_at"] is not None
     assert resumed["weights_sha256"] == whole["weights_sha256"]
     assert metrics(out / "workers" / "worker-1")["weights_sha256"] == whole["weights_sha256"]
+
+
+def test_parity_prints_replicas_against_one_device_within_1e_6_after_one_step():
+    result = run_script("scripts/parity.py", "--steps", "3", "--replicas", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout[result.stdout.index("2 replicas vs one device") :]
+    for trainer in ["fit", "tape", "manual"]:
+        row = next(line for line in table.splitlines() if line.startswith(f"| {trainer} |"))
+        after_one_step = float(row.split("|")[2])
+        assert after_one_step <= 1e-6, (trainer, after_one_step)
