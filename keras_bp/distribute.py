@@ -162,9 +162,7 @@ class DistributedSteps:
         if batch % self.replicas and (self.batch_size is None or batch >= self.batch_size):
             raise ValueError(_undivided(batch, self.replicas))
         if batch < self.replicas:
-            raise ValueError(
-                f"a batch of {batch} rows leaves some of {self.replicas} replicas none"
-            )
+            raise ValueError(f"a batch of {batch} rows cannot feed {self.replicas} replicas")
         return self.graph(x, y, indices, steps)
 
     def evaluate(self, x, y):

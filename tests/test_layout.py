@@ -36,6 +36,7 @@ LAYERS = {
         "fit_input",
         "early_stopping",
         "summaries",
+        "distribute",
         "recipe",
         "runs",
         "reproducible",
