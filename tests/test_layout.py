@@ -41,7 +41,16 @@ LAYERS = {
         "runs",
         "reproducible",
     ],
-    "checks": ["gradcheck", "parity", "floors", "bench", "stats", "figures", "report"],
+    "checks": [
+        "gradcheck",
+        "parity",
+        "floors",
+        "bench",
+        "stats",
+        "figures",
+        "report",
+        "report_document",
+    ],
     "edge": ["cli", "commands", "__main__"],
 }
 LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
