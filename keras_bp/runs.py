@@ -17,7 +17,8 @@ from keras_bp.model import weights_digest
 from keras_bp.runlog import RunLog
 
 # The metrics.json keys every trainer writes; a trainer adds its own beside them (the loop's
-# `traces`, the thread counts of `--deterministic`).
+# `traces`, the thread counts of `--deterministic`). `distribution` comes from the trainer, which
+# holds the strategy (`keras_bp.distribute.describe`).
 RUN_KEYS = (
     "trainer",
     "test_accuracy",
@@ -30,6 +31,7 @@ RUN_KEYS = (
     "learning_rate",
     "deterministic",
     "speed",
+    "distribution",
     "shuffle",
     "validation_samples",
     "early_stopping",
