@@ -11,6 +11,17 @@ import tensorflow as tf
 from keras_bp.gradients import GradientSource, count_correct, train_step
 
 
+def step_signature(num_features, num_classes):
+    """The compiled steps' arguments `(x, y, indices, steps)`, every shape open but the widths:
+    full and partial chunks share one graph."""
+    return [
+        tf.TensorSpec([None, num_features], tf.float32),
+        tf.TensorSpec([None, num_classes], tf.float32),
+        tf.TensorSpec([None, None], tf.int32),
+        tf.TensorSpec([], tf.int32),
+    ]
+
+
 class CompiledSteps:
     """`run(x, y, indices)`: `train_step` over the batches `x[indices[i]]`, in-graph.
 
@@ -33,12 +44,7 @@ class CompiledSteps:
         self.source = source
         self.traces = 0
         self.chunk_shape = tuple(chunk_shape) if xla else None
-        signature = [
-            tf.TensorSpec([None, num_features], tf.float32),
-            tf.TensorSpec([None, num_classes], tf.float32),
-            tf.TensorSpec([None, None], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ]
+        signature = step_signature(num_features, num_classes)
         self.graph = tf.function(self._run, input_signature=signature, autograph=False)
         self.evaluate_graph = tf.function(
             self._evaluate, input_signature=signature[:2], autograph=False

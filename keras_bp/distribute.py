@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_bp.compiled import step_signature
 from keras_bp.errors import UsageError
 from keras_bp.gradients import GradientSource, TapeGradients, count_correct
 
@@ -144,12 +145,7 @@ class DistributedSteps:
             raise ValueError(_undivided(batch_size, self.replicas))
         self.keras_source = isinstance(source, TapeGradients)  # distribution-aware, see above
         self.traces = 0
-        signature = [
-            tf.TensorSpec([None, num_features], tf.float32),
-            tf.TensorSpec([None, num_classes], tf.float32),
-            tf.TensorSpec([None, None], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ]
+        signature = step_signature(num_features, num_classes)
         self.graph = tf.function(self._run, input_signature=signature, autograph=False)
         self.evaluate_graph = tf.function(
             self._evaluate, input_signature=signature[:2], autograph=False
