@@ -17,13 +17,10 @@ under the strategy's scope, so that its variables and its optimizer's are mirror
     steps = DistributedSteps(source, strategy, 784, 10, batch_size=128)
 """
 
-import json
-import os
-from pathlib import Path
-
 import numpy as np
 import tensorflow as tf
 
+from keras_bp import cluster
 from keras_bp.compiled import step_signature
 from keras_bp.errors import UsageError
 from keras_bp.gradients import GradientSource, TapeGradients, count_correct
@@ -62,38 +59,13 @@ def mirrored(n):
 
 def multi_worker():
     """`MultiWorkerMirroredStrategy` over the workers TF_CONFIG lists; this process is its task."""
-    check_tf_config(os.environ.get("TF_CONFIG"))
+    cluster.read()
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except RuntimeError:  # "Collective ops must be configured at program startup"
         raise UsageError(
             "multi-worker training must be set up before any TensorFlow op runs"
         ) from None
-
-
-def check_tf_config(text):
-    """TF_CONFIG's JSON as a dict, or a one-line `UsageError` saying what is wrong with it."""
-    shape = '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
-    if not text:
-        raise UsageError(f"TF_CONFIG is not set; multi-worker training needs {shape}")
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"TF_CONFIG is not valid JSON ({e}); expected {shape}") from None
-    cluster = config.get("cluster") if isinstance(config, dict) else None
-    if not isinstance(cluster, dict) or not isinstance(cluster.get("worker"), list):
-        raise UsageError(f"TF_CONFIG has no cluster.worker list of addresses; expected {shape}")
-    task = config.get("task")
-    if not isinstance(task, dict) or "type" not in task or "index" not in task:
-        raise UsageError(f"TF_CONFIG has no task with a type and an index; expected {shape}")
-    kind, index = task["type"], task["index"]
-    tasks = cluster.get(kind) if isinstance(cluster.get(kind), list) else []
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(tasks):
-        raise UsageError(
-            f"TF_CONFIG's task index {index!r} is out of range: cluster.{kind} lists "
-            f"{len(tasks)} addresses"
-        )
-    return config
 
 
 def is_chief(strategy):
@@ -238,14 +210,6 @@ def strategy_for(config):
     return _strategies[key]
 
 
-def planned(config) -> dict:
-    """The distribution `config` asks for, read before TensorFlow starts (the run identity's)."""
-    workers = 1
-    if config.strategy == "multi-worker":
-        workers = len(check_tf_config(os.environ.get("TF_CONFIG"))["cluster"]["worker"])
-    return {"strategy": config.strategy, "replicas": config.replicas or workers, "workers": workers}
-
-
 def describe(strategy) -> dict:
     """`metrics.json`'s `distribution`: the strategy, its replicas and its worker processes."""
     if strategy is None:
@@ -256,13 +220,3 @@ def describe(strategy) -> dict:
         "replicas": strategy.num_replicas_in_sync,
         "workers": worker_count(strategy),
     }
-
-
-def process_out(config) -> Path:
-    """Where this process writes: `config.out` for worker 0, the chief, or a single process;
-    `config.out/workers/worker-I` for worker I > 0, which keeps its own lock, run log,
-    checkpoints and metrics there (its weights equal the chief's)."""
-    if config.strategy != "multi-worker":
-        return config.out
-    index = check_tf_config(os.environ.get("TF_CONFIG"))["task"]["index"]
-    return config.out if index == 0 else Path(config.out) / "workers" / f"worker-{index}"

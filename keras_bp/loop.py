@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bp import distribute, runs
+from keras_bp import cluster, distribute, runs
 from keras_bp.batches import epoch_chunks, epoch_permutation
 from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.compiled import CompiledSteps
@@ -48,7 +48,7 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
         NonFiniteLoss: the loss or the weights became NaN or Inf; the last good checkpoint is kept.
     """
     chief_out = config.out
-    config = dataclasses.replace(config, out=distribute.process_out(config))
+    config = dataclasses.replace(config, out=cluster.process_out(config))
     with start_run(config, data) as (data, log, stop):
         return _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out)
 
@@ -91,14 +91,17 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out):
         # the chief writes the real checkpoint, the others write their own and never read it).
         restore_from=resume_dir(chief_out) / "checkpoints",
     )
-    epoch, step = ckpt.restore()
+    epoch, step = (0, 0) if config.fresh else ckpt.restore()  # a worker: not the chief's old one
+    if epoch > len(log.epochs):  # a worker killed after the chief saved, before it logged
+        log.adopt(resume_dir(chief_out) / "run.json", epoch)
     resumed = resumed_at(epoch, step, config.epochs, per_epoch)
     if resumed and verbose:
         print(resume_message(epoch, step, config.epochs, ckpt.restored))
     patience = config.early_stopping
     rule = replay(patience, log.history(epoch).get("val_loss", [])) if patience else None
     best = BestWeights(log.directory / "best")
-    summaries = EpochSummaries(config.tensorboard) if config.tensorboard else None
+    is_chief = config.out == chief_out  # under multi-worker, only the chief writes events
+    summaries = EpochSummaries(config.tensorboard) if config.tensorboard and is_chief else None
 
     tick = perf_counter()
     while epoch < config.epochs and not (rule and rule.stopped):

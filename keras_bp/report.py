@@ -157,6 +157,7 @@ def speed_rows(bench_path):
             for name, row in bench["rows"].items()
             if not name.startswith("matmul floor")
         ]
-    except (OSError, ValueError, KeyError, TypeError):
+        machine = bench["machine"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return {"machine": bench["machine"], "rows": rows, "source": str(bench_path)}
+    return {"machine": machine, "rows": rows, "source": str(bench_path)}

@@ -106,8 +106,8 @@ def _ci(summary, digits=4):
     return f"{summary['ci_low']:.{digits}f} – {summary['ci_high']:.{digits}f}"
 
 
-def markdown(report) -> str:
-    """`report.md`: the tables and sentences of `report`, with the figures embedded."""
+def markdown(report, figures=tuple(FIGURES)) -> str:
+    """`report.md`: the tables and sentences of `report`, with `figures` (file names) embedded."""
     s, published = report["settings"], report["published"]
     samples = s["train_samples"] or 60000
     lines = [
@@ -173,7 +173,8 @@ def markdown(report) -> str:
     lines += _gradients(report["gradients"]) + _speed(report["speed"])
     lines += ["", "## Figures", ""]
     for name, title in FIGURES.items():
-        lines += [f"![{title}]({name})", ""]
+        if name in figures:
+            lines += [f"![{title}]({name})", ""]
     return "\n".join(lines)
 
 
@@ -249,7 +250,7 @@ def _gradients(g):
 
 def _speed(speed):
     if not speed:
-        return ["", "## Speed", "", "No `runs/bench.json`: run `make bench` first."]
+        return ["", "## Speed", "", "No bench results to read: run `make bench` first."]
     rows = [[name, f"{m:.2f}", f"{t:.2f}"] for name, m, t in speed["rows"]]
     return [
         "",

@@ -19,10 +19,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from keras_bp import atomic, distribute
+from keras_bp import atomic, cluster
 from keras_bp.config import validation_samples
 from keras_bp.data import check_training_data, data_fingerprint, data_for_run, hold_out
-from keras_bp.errors import UsageError
+from keras_bp.errors import InputError, UsageError
 from keras_bp.interrupts import stop_requests
 from keras_bp.runlock import RunLock
 
@@ -45,7 +45,13 @@ def start_run(config, data=None):
     data = data_for_run(data, config.train_samples)
     (x_train, y_train), _ = data
     identity = run_identity(config, data_fingerprint(x_train, y_train), len(x_train))
-    data = hold_out(data, validation_samples(len(x_train), config.early_stopping))
+    held_out = validation_samples(len(x_train), config.early_stopping)
+    if config.early_stopping and not held_out:
+        raise InputError(
+            f"--early-stopping holds out a sixth of the training images: {len(x_train)} leave "
+            "none; train on at least 6"
+        )
+    data = hold_out(data, held_out)
     check_training_data(data, config.batch_size)
     with RunLock(config.out), stop_requests() as stop:
         yield data, RunLog(config.out, identity, config.fresh), stop
@@ -68,7 +74,7 @@ def run_identity(config, data_fingerprint: str, samples: int) -> dict:
         "early_stopping": config.early_stopping,
         "shuffle": shuffle(config),
         # Replicas sum their gradients in another order than one device: other last bits.
-        "distribution": distribute.planned(config),
+        "distribution": cluster.planned(config),
     }
 
 
@@ -148,6 +154,15 @@ class RunLog:
             raise ValueError(f"epoch {epoch} logged before epoch {len(self.epochs)}")
         entry = {**{k: float(v) for k, v in metrics.items()}, "seconds": float(seconds)}
         self.epochs = [*self.epochs[:epoch], entry]
+        self._write()
+
+    def adopt(self, path, epochs: int):
+        """Take the first `epochs` finished epochs from another log of the same run (a worker's
+        from the chief's `run.json`, whose checkpoint it resumes from)."""
+        saved = json.loads(Path(path).read_text())
+        if saved["identity"] != self.identity or len(saved["epochs"]) < epochs:
+            raise UsageError(f"{path} does not log the {epochs} epochs its checkpoint holds")
+        self.epochs = saved["epochs"][:epochs]
         self._write()
 
     def history(self, epochs: int) -> dict:

@@ -6,6 +6,8 @@
                                   [--deterministic] [--fresh] [--fused] [--xla]
                                   [--steps-per-call 52] [--checkpoint-every 100]
                                   [--early-stopping PATIENCE] [--tensorboard DIR]
+                                  [--strategy mirrored --replicas N | --strategy multi-worker]
+                                  [--verbose]
 
 The loop lives in `keras_bp.loop` (read `keras_bp.reference` for its plain form); this script
 picks its gradient source: `tf.GradientTape` over the Keras model, applied with Keras's
@@ -16,14 +18,15 @@ evaluated after every epoch; `--early-stopping` and `--tensorboard` are `fit`'s.
 after a kill resumes from the last checkpoint.
 """
 
-from keras_bp import cli
+from keras_bp import cli, cluster
 
 
 def main():
     # Setup: the recipe's settings by default; seeding comes before any TensorFlow op.
     args = cli.train_parser(__doc__.splitlines()[0], "tape").parse_args()
     config = cli.config_from_args(args, "tape")
-    cli.check_out_dir(config.out)  # bad input fails fast, before TensorFlow starts
+    # Bad input fails fast, before TensorFlow starts; a worker of a cluster writes its own dir.
+    cli.check_out_dir(cluster.process_out(config))
     cli.start_tensorflow(args.verbose)
     from keras_bp import data, distribute, loop, reproducible
 

@@ -6,6 +6,8 @@
                                       [--fused] [--xla] [--steps-per-call 52]
                                       [--checkpoint-every 100]
                                       [--early-stopping PATIENCE] [--tensorboard DIR]
+                                      [--strategy mirrored --replicas N | --strategy multi-worker]
+                                      [--verbose]
 
 Each step runs the forward pass `y = f(w·x + b)` layer by layer (`keras_bp.backprop`), takes the
 fused softmax + cross-entropy gradient `(p − y)/N`, walks the layers backwards to `∂L/∂w` and
@@ -15,14 +17,15 @@ to float rounding (`keras_bp/fused.py`). The loop itself is the one `scripts/cus
 uses; `keras_bp/reference.py` shows it in its plain form.
 """
 
-from keras_bp import cli
+from keras_bp import cli, cluster
 
 
 def main():
     # Setup.
     args = cli.train_parser(__doc__.splitlines()[0], "manual").parse_args()
     config = cli.config_from_args(args, "manual")
-    cli.check_out_dir(config.out)  # bad input fails fast, before TensorFlow starts
+    # Bad input fails fast, before TensorFlow starts; a worker of a cluster writes its own dir.
+    cli.check_out_dir(cluster.process_out(config))
     cli.start_tensorflow(args.verbose)
     from keras_bp import data, distribute, loop, reproducible
 

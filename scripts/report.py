@@ -18,7 +18,7 @@ from pathlib import Path
 from time import perf_counter
 
 from keras_bp import cli
-from keras_bp.config import DEFAULT_OUT
+from keras_bp.config import DEFAULT_OUT, FitConfig
 
 
 def main():
@@ -28,13 +28,21 @@ def main():
     p.add_argument(
         "--seeds", type=cli.seed_list, default=cli.seed_list("5"), help="5: seeds 0-4; 3-7: a range"
     )
-    p.add_argument("--epochs", type=cli.positive_int, default=5, help="default: 5")
-    p.add_argument("--train-samples", type=cli.positive_int, metavar="N")
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT["report"]))
+    epochs = FitConfig().epochs
+    p.add_argument("--epochs", type=cli.positive_int, default=epochs, help=f"default: {epochs}")
+    p.add_argument("--train-samples", type=cli.positive_int, metavar="N", help="default: all 60000")
+    p.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_OUT["report"]), help="default: %(default)s"
+    )
     p.add_argument("--fresh", action="store_true", help="retrain every run")
     p.add_argument("--overfit-epochs", type=cli.non_negative_int, default=30, help="0: skip")
     p.add_argument("--parity-steps", type=cli.non_negative_int, default=468, help="0: skip")
-    p.add_argument("--bench", type=Path, default=Path("runs/bench.json"))
+    p.add_argument(
+        "--bench",
+        type=Path,
+        default=Path("runs/bench.json"),
+        help="make bench's results, for the speed figure (default: %(default)s)",
+    )
     p.add_argument("--docs", type=Path, help="also copy report.md and the figures here")
     args = p.parse_args()
     out = cli.check_out_dir(args.out)  # bad input fails fast, before TensorFlow starts
@@ -78,31 +86,40 @@ def main():
             results, settings, machine, overfitting, parity, gradients, speed
         )
         atomic.write_json(out / "report.json", numbers)
-        atomic.write_bytes(out / "report.md", report_document.markdown(numbers).encode())
-        figures.learning_curves(
-            {label: [r["history"] for r in rs] for label, rs in results.items()},
-            out / "learning_curves.png",
-        )
-        figures.accuracy_per_seed(
-            {label: {r["seed"]: r["test_accuracy"] for r in rs} for label, rs in results.items()},
-            PUBLISHED.test_accuracy,
-            out / "accuracy_per_seed.png",
-        )
+        drawn = [
+            figures.learning_curves(
+                {label: [r["history"] for r in rs] for label, rs in results.items()},
+                out / "learning_curves.png",
+            ),
+            figures.accuracy_per_seed(
+                {
+                    label: {r["seed"]: r["test_accuracy"] for r in rs}
+                    for label, rs in results.items()
+                },
+                PUBLISHED.test_accuracy,
+                out / "accuracy_per_seed.png",
+            ),
+            figures.gradcheck_errors(samples.errors, samples.rtol, out / "gradcheck_errors.png"),
+        ]
         if parity:
-            figures.parity_over_steps(parity, out / "parity_over_steps.png")
-        figures.gradcheck_errors(samples.errors, samples.rtol, out / "gradcheck_errors.png")
+            drawn.append(figures.parity_over_steps(parity, out / "parity_over_steps.png"))
         if speed:
             rows = [(name, ratio) for name, ratio, _ in speed["rows"]]
-            figures.speed(rows, speed["machine"], out / "speed.png")
+            drawn.append(figures.speed(rows, speed["machine"], out / "speed.png"))
         if overfitting:
-            figures.overfitting(
-                overfitting["history"],
-                overfitting["best_epoch"],
-                out / "overfitting.png",
-                stopped_epoch=overfitting["stopped_epoch"],
-                patience=overfitting["patience"],
+            drawn.append(
+                figures.overfitting(
+                    overfitting["history"],
+                    overfitting["best_epoch"],
+                    out / "overfitting.png",
+                    stopped_epoch=overfitting["stopped_epoch"],
+                    patience=overfitting["patience"],
+                )
             )
-        written = [out / "report.md", *sorted(out.glob("*.png"))]
+        # The text embeds, and --docs receives, only the figures drawn by this run.
+        text = report_document.markdown(numbers, [p.name for p in drawn])
+        atomic.write_bytes(out / "report.md", text.encode())
+        written = [out / "report.md", *drawn]
         if args.docs:
             for path in written:
                 atomic.write_bytes(args.docs / path.name, path.read_bytes())

@@ -4,6 +4,7 @@
                             [--train-samples N] [--optimizer rmsprop|sgd] [--learning-rate LR]
                             [--deterministic] [--fresh] [--steps-per-execution N] [--xla] [--fused]
                             [--early-stopping PATIENCE] [--tensorboard DIR] [--keras-shuffle]
+                            [--strategy mirrored --replicas N] [--verbose]
 
 It prints Keras's progress bar, then `test accuracy: 0.xxxx`, and writes `metrics.json` and
 `model.keras` into `--out`. Expect a test accuracy of about 0.978 after 5 epochs. Each epoch

@@ -157,21 +157,45 @@ WORKER_SHAPE = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker"
     ],
 )
 def test_a_bad_tf_config_is_one_line(monkeypatch, text, message):
-    from keras_bp.distribute import check_tf_config, multi_worker
+    from keras_bp import cluster
+    from keras_bp.distribute import multi_worker
 
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if text is not None:
+        monkeypatch.setenv("TF_CONFIG", text)
     with pytest.raises(UsageError, match=message) as error:
-        check_tf_config(text)
+        cluster.read()
     assert "\n" not in str(error.value)
     if text is None:  # and multi_worker checks before it starts anything
-        monkeypatch.delenv("TF_CONFIG", raising=False)
         with pytest.raises(UsageError, match=message):
             multi_worker()
 
 
 def test_a_good_tf_config_is_read():
-    from keras_bp.distribute import check_tf_config
+    from keras_bp import cluster
 
-    assert check_tf_config(json.dumps(WORKER_SHAPE)) == WORKER_SHAPE
+    assert cluster.read(json.dumps(WORKER_SHAPE)) == WORKER_SHAPE
+
+
+def test_each_task_writes_its_own_directory_and_the_chief_the_run(monkeypatch, tmp_path):
+    from keras_bp import cluster
+    from keras_bp.config import LoopConfig
+
+    config = LoopConfig(strategy="multi-worker", out=tmp_path)
+    tasks = {
+        ("worker", 0, False): tmp_path,
+        ("worker", 1, False): tmp_path / "workers" / "worker-1",
+        ("chief", 0, True): tmp_path,
+        ("worker", 0, True): tmp_path / "workers" / "worker-0",
+    }
+    for (kind, index, with_chief), out in tasks.items():
+        jobs = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+        if with_chief:
+            jobs["chief"] = ["127.0.0.1:3"]
+        text = json.dumps({"cluster": jobs, "task": {"type": kind, "index": index}})
+        monkeypatch.setenv("TF_CONFIG", text)
+        assert cluster.process_out(config) == out, (kind, index, with_chief)
+        assert cluster.planned(config)["workers"] == 2 + with_chief
 
 
 HUNDRED_STEPS = r"""

@@ -21,6 +21,7 @@ LAYERS = {
         "interrupts",
         "tensorflow_start",
         "published",
+        "cluster",
     ],
     "maths": ["backprop", "fused", "optimizers", "layers", "model", "saving"],
     "data": ["data", "mnist_mirror", "batches"],

@@ -58,6 +58,10 @@ def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
     text = (out / "report.md").read_text()
     fit = numbers["trainers"]["fit"]["test_accuracy"]
     assert f"{fit['mean']:.4f}" in text and "Welch" in text and "run `make bench` first" in text
+    embedded = {
+        line[line.index("(") + 1 : -1] for line in text.splitlines() if line.startswith("![")
+    }
+    assert embedded == FIGURES  # every figure drawn, and only those
     assert {p.name for p in out.glob("*.png")} == FIGURES  # no speed figure without a bench
     for name in FIGURES:
         check_figure(out / name)
