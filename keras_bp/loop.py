@@ -101,7 +101,10 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out):
     rule = replay(patience, log.history(epoch).get("val_loss", [])) if patience else None
     best = BestWeights(log.directory / "best")
     is_chief = config.out == chief_out  # under multi-worker, only the chief writes events
-    summaries = EpochSummaries(config.tensorboard) if config.tensorboard and is_chief else None
+    summaries = None
+    if config.tensorboard and is_chief:
+        runs_written = ["train", "test"] + (["validation"] if data.validation is not None else [])
+        summaries = EpochSummaries(config.tensorboard, runs_written)
 
     tick = perf_counter()
     while epoch < config.epochs and not (rule and rule.stopped):
@@ -158,7 +161,10 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out):
         if verbose:
             print(f"kept the weights of epoch {rule.best_epoch + 1}, the lowest val_loss")
     model = source.export_model()
-    test_loss, test_accuracy = model.evaluate(*data.test, verbose=0)
+    if strategy is None:
+        test_loss, test_accuracy = model.evaluate(*data.test, verbose=0)
+    else:  # Keras's evaluate fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
+        test_loss, test_accuracy = steps.evaluate(*data.test)
     extra = {
         "traces": steps.traces,
         "distribution": distribute.describe(strategy),

@@ -174,3 +174,21 @@ def test_parity_prints_replicas_against_one_device_within_1e_6_after_one_step():
         row = next(line for line in table.splitlines() if line.startswith(f"| {trainer} |"))
         after_one_step = float(row.split("|")[2])
         assert after_one_step <= 1e-6, (trainer, after_one_step)
+
+
+def test_two_workers_of_the_tape_loop_through_the_launcher(tmp_path):
+    """The launcher's cluster, the tape source: both workers end with the same weights; the
+    chief's run and model load as one process's; only the chief writes TensorBoard events."""
+    out, events = tmp_path / "workers", tmp_path / "events"
+    result = run_script(
+        "scripts/run_workers.py",
+        *("--workers", "2", "--", sys.executable, "scripts/custom_loop.py"),
+        *("--strategy", "multi-worker", *SMALL, "--out", out, "--tensorboard", events),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    chief, other = metrics(out), metrics(out / "workers" / "worker-1")
+    assert chief["distribution"] == {"strategy": "multi-worker", "replicas": 2, "workers": 2}
+    assert chief["weights_sha256"] == other["weights_sha256"]
+    assert len(weights(out)) == 4
+    assert sorted(p.name for p in events.iterdir()) == ["test", "train"]  # no validation run
+    assert all(len(list(run.iterdir())) == 1 for run in events.iterdir())  # one writer each
