@@ -27,7 +27,8 @@ def weights(out):
 
 def test_mirrored_replicas_train_as_one_device_does(tmp_path):
     """2 replicas split each batch of 128; the tape loop, the manual loop and fit each end where
-    the same trainer on one device ends, to float rounding; fit and the tape loop bit for bit."""
+    the tape loop on one device ends, to float rounding; fit and the tape loop, both mirrored,
+    bit for bit."""
     mirrored = ["--strategy", "mirrored", "--replicas", "2"]
     runs = {
         "one device": ("scripts/custom_loop.py", []),
