@@ -81,20 +81,22 @@ def learning_curves(histories, path) -> Path:
             (axes[1], "accuracy", "accuracy (fraction of images correct)"),
         ]
         handles, drawn = [], {}
-        for label, runs in histories.items():
-            c = color(label)
+        # Trainers that agree draw on top of each other: the first drawn is the widest, so the
+        # ones beneath still show at the edges.
+        for rank, (label, runs) in enumerate(histories.items()):
+            c, width = color(label), max(3.5 - rank, 1.0)
             for prefix, style in [("", "-"), ("test_", "--")]:
                 for ax, metric, _ in panels:
                     curves = np.array([h[prefix + metric] for h in runs], float)  # (seeds, epochs)
                     epochs = np.arange(1, curves.shape[1] + 1)
                     ax.fill_between(epochs, curves.min(0), curves.max(0), color=c, alpha=0.2, lw=0)
-                    ax.plot(epochs, curves.mean(0), style, marker="o", ms=3, color=c)
+                    ax.plot(epochs, curves.mean(0), style, marker="o", ms=3, color=c, lw=width)
             metrics = [
                 [h[k] for k in ("loss", "accuracy", "test_loss", "test_accuracy")] for h in runs
             ]
             same = _same_as(label, metrics, drawn, rtol=1e-3)  # lines a reader cannot tell apart
             name = f"{label} ({_seeds(len(runs))})" + (f", on {same}'s lines" if same else "")
-            handles.append(Line2D([], [], color=c, lw=2, label=name))
+            handles.append(Line2D([], [], color=c, lw=width, label=name))
         handles += [
             Line2D([], [], color="0.3", ls="-", label="train"),
             Line2D([], [], color="0.3", ls="--", label="test"),
@@ -137,13 +139,14 @@ def accuracy_per_seed(values, published, path, published_label="published") -> P
             )
             mean = accuracies.mean()
             ax.hlines(mean, x - 0.22, x + 0.22, colors=color(label), lw=2.5)
-            ax.annotate(f"mean {mean:.4f}", (x + 0.25, mean), va="center", fontsize=9)
+            below = {"xytext": (0, -4), "textcoords": "offset points", "ha": "center"}
+            ax.annotate(f"mean {mean:.4f}", (x, mean), va="top", fontsize=9, **below)
         ax.axhline(published, color="0.3", ls="--", lw=1)
         ax.set_xticks(
             range(len(values)),
             [f"{label}\n({_seeds(len(seeds))})" for label, seeds in values.items()],
         )
-        ax.set_xlim(-0.5, len(values) - 0.1)  # room on the right for the last "mean" note
+        ax.set_xlim(-0.5, len(values) - 0.5)
         ax.set(ylabel="test accuracy (fraction of 10,000 images)", title="Test accuracy per seed")
         ax.grid(axis="y", alpha=0.3)
         key = [

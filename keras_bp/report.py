@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_bp.config import LOOP_SPEED, FitConfig, LoopConfig, Speed
 from keras_bp.early_stopping import replay
+from keras_bp.runlog import shuffle
 
 # The trainers a report compares, by label: the three of `make compare`, and `fit` fed the
 # arrays themselves, so Keras repeats one order every epoch (`FitConfig.keras_shuffle`).
@@ -49,7 +50,7 @@ def finished(directory: Path, config, samples: int) -> dict | None:
         "seed": config.seed,
         "train_samples": samples,
         "early_stopping": config.early_stopping,
-        "shuffle": "keras" if getattr(config, "keras_shuffle", False) else "per-epoch",
+        "shuffle": shuffle(config),
     }
     return metrics if all(metrics.get(k) == v for k, v in wanted.items()) else None
 
