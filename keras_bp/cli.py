@@ -108,9 +108,10 @@ def train_parser(description, trainer, out=None):
     )
     p.add_argument(
         "--fused",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="update with RMSprop as one fused kernel: the same rule, equal to float rounding "
-        "(keras_bp/fused.py)",
+        f"(keras_bp/fused.py); --no-fused: Keras's op-by-op update (default: "
+        f"{'--fused' if d.speed.fused else '--no-fused'})",
     )
     p.add_argument(
         "--early-stopping",
@@ -189,13 +190,15 @@ def add_verbose(parser):
 def config_from_args(args, trainer):
     """The `FitConfig` or `LoopConfig` that `train_parser(…, trainer)`'s options describe."""
     cls = FitConfig if trainer == "fit" else LoopConfig
-    given = {k: v for k, v in vars(args).items() if v is not None and v is not False}
+    given = {k: v for k, v in vars(args).items() if v is not None}
     speed = {f.name: given.pop(f.name) for f in fields(Speed) if f.name in given}
     names = {f.name for f in fields(cls)}
     kwargs = {k: v for k, v in given.items() if k in names}
     if cls is LoopConfig:
         kwargs["gradients"] = trainer
     default_speed = cls.__dataclass_fields__["speed"].default
+    if speed.get("fused") and given.get("optimizer", "rmsprop") != "rmsprop":
+        fail(f"--fused applies to rmsprop only, received --optimizer {given['optimizer']}")
     try:
         return cls(**kwargs, speed=replace(default_speed, **speed))
     except ValueError as e:

@@ -1,7 +1,7 @@
 """Do `model.fit`, the GradientTape loop and the hand-written loop agree step by step?
 
     python scripts/parity.py [--steps 100] [--batch-size 128] [--seed 0] [--tolerance 1e-4]
-                             [--xla] [--fused] [--replicas N]
+                             [--xla] [--fused | --no-fused] [--replicas N]
 
 All three trainers start from the same initial weights and take the same `--steps` batches of
 real MNIST in the same order. The table gives the largest absolute weight difference for each
@@ -9,8 +9,13 @@ pair; the command exits with 1 if any pair differs by more than `--tolerance`. W
 `--replicas N`, each trainer also runs data-parallel over N mirrored replicas
 (`keras_bp.distribute`), and a second table gives its distance from itself on one device, after
 one step and after `--steps`.
+
+Like is compared with like: all three update with the fused RMSprop kernel by default, as the
+loops ship (`fit` with `keras_bp.fused.FusedRMSprop`), or all three with Keras's op-by-op
+RMSprop, as `make train` runs, with `--no-fused`.
 """
 
+import argparse
 from dataclasses import replace
 
 from keras_bp import cli
@@ -43,7 +48,11 @@ def main():
         "--xla", action="store_true", help="all three with XLA (default: all three without)"
     )
     parser.add_argument(
-        "--fused", action="store_true", help="all three with the fused RMSprop kernel"
+        "--fused",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.speed.fused,
+        help="all three with the fused RMSprop kernel, as the loops ship; --no-fused: all three "
+        "with Keras's op-by-op RMSprop, as make train runs (default: %(default)s)",
     )
     parser.add_argument(
         "--replicas", type=cli.positive_int, metavar="N", help="also compare N mirrored replicas"

@@ -27,14 +27,14 @@ def weights(out):
 
 def test_mirrored_replicas_train_as_one_device_does(tmp_path):
     """2 replicas split each batch of 128; the tape loop, the manual loop and fit each end where
-    the tape loop on one device ends, to float rounding; fit and the tape loop, both mirrored,
-    bit for bit."""
+    the tape loop on one device ends, to float rounding; fit and the tape loop, both mirrored and
+    with the loops' fused RMSprop, bit for bit."""
     mirrored = ["--strategy", "mirrored", "--replicas", "2"]
     runs = {
         "one device": ("scripts/custom_loop.py", []),
         "tape": ("scripts/custom_loop.py", mirrored),
         "manual": ("scripts/manual_backprop.py", mirrored),
-        "fit": ("scripts/train.py", mirrored),
+        "fit": ("scripts/train.py", [*mirrored, "--fused"]),
     }
     for name, (script, args) in runs.items():
         result = run_script(script, *SMALL, *args, "--out", tmp_path / name)

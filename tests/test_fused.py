@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import run_script
 
 from keras_bp import gradients, optimizers, parity
-from keras_bp.config import FitConfig, Speed
+from keras_bp.config import Speed
 from keras_bp.fused import FusedRMSprop
 from keras_bp.model import build_model
 
@@ -110,13 +110,12 @@ def test_fused_needs_rmsprop(tmp_path):
     )
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.endswith("error: fused applies to 'rmsprop' only, received 'sgd'")
+    assert last.endswith("error: --fused applies to rmsprop only, received --optimizer sgd")
     assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("kind", ["tape", "manual"])
 def test_fused_is_refused_for_sgd_by_the_library_too(kind):
+    # A config drops it for SGD (tests/test_config.py); a gradient source asked directly refuses.
     with pytest.raises(ValueError, match="fused applies to 'rmsprop' only, received 'sgd'"):
         gradients.make_source(kind, seed=0, optimizer="sgd", fused=True)
-    with pytest.raises(ValueError, match="fused applies to 'rmsprop' only, received 'sgd'"):
-        FitConfig(optimizer="sgd", speed=Speed(fused=True))

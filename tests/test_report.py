@@ -11,6 +11,7 @@ from conftest import run_script
 from matplotlib import image
 
 from keras_bp import cli, report
+from keras_bp.config import LoopConfig
 from keras_bp.published import PUBLISHED
 
 FIGURES = {
@@ -78,9 +79,12 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
         "train_samples": 1500,
         "early_stopping": None,
         "shuffle": "per-epoch",
+        "speed": {"steps_per_call": 52, "xla": False, "fused": False},  # the recipe's update
     }
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     assert report.finished(tmp_path, config, 1500) == metrics
+    shipped = replace(config, speed=LoopConfig().speed)  # RMSprop fused: another computation
+    assert report.finished(tmp_path, shipped, 1500) is None
     assert report.finished(tmp_path, config, 3000) is None  # other data
     assert report.finished(tmp_path, replace(config, epochs=2), 1500) is None
     assert report.finished(tmp_path, replace(config, seed=4), 1500) is None
