@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install data train custom-loop manual parity compare bench report worked-example gradient-check \
+.PHONY: install data train custom-loop manual parity compare bench profile report worked-example gradient-check \
 	test test-slow lint format clean
 
 install: $(STAMP)
@@ -21,26 +21,30 @@ $(STAMP): pyproject.toml
 data: install
 	$(PYTHON) -m keras_bp.data
 
-train: install data
+train: install
 	$(PYTHON) scripts/train.py $(ARGS)
 
-custom-loop: install data
+custom-loop: install
 	$(PYTHON) scripts/custom_loop.py $(ARGS)
 
-manual: install data
+manual: install
 	$(PYTHON) scripts/manual_backprop.py $(ARGS)
 
-parity: install data
+parity: install
 	$(PYTHON) scripts/parity.py $(ARGS)
 
-compare: install data
+compare: install
 	$(PYTHON) scripts/compare.py $(ARGS)
 
-bench: install data
+bench: install
 	$(PYTHON) scripts/bench.py $(ARGS)
 
+# Where each microsecond of a step goes, op by op, in TensorFlow's profiler.
+profile: install
+	$(PYTHON) scripts/profile_ops.py $(ARGS)
+
 # The reproduction report; its figures and text are committed under docs/report/.
-report: install data
+report: install
 	$(PYTHON) scripts/report.py --docs docs/report $(ARGS)
 
 worked-example: install

@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "gradient-check": "gradient_check",
     "worked-example": "worked_example",
     "bench": "bench",
+    "profile": "profile_ops",
     "run-workers": "run_workers",
     "report": "report",
 }

@@ -25,9 +25,10 @@ from keras_bp.errors import Interrupted, NonFiniteLoss
 from keras_bp.gradients import make_source
 from keras_bp.runlog import resume_dir, resume_message, resumed_at, start_run
 from keras_bp.summaries import EpochSummaries
+from keras_bp.walltime import PhaseTimes, WallClock
 
 
-def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
+def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None, clock=None):
     """Train with `config.gradients`' gradients; save the run into `config.out`.
 
     Resumes from the checkpoints in `config.out` if a run with the same identity was killed.
@@ -37,6 +38,8 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
         data: preprocessed `((x_train, y_train), (x_test, y_test))`; MNIST by default.
         verbose: 1 for a progress bar, 2 for a line per epoch, 0 for silence.
         extra_metrics: more entries for `metrics.json`, such as the thread counts.
+        clock: a `keras_bp.walltime.WallClock` to add this run's phases to (setup, trace,
+            training, evaluation, checkpoints, saving); `metrics.json` gets its `wall_seconds`.
 
     Returns:
         `(model, metrics)`: the trained Keras model and what was written to `metrics.json`.
@@ -49,11 +52,12 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None):
     """
     chief_out = config.out
     config = dataclasses.replace(config, out=cluster.process_out(config))
+    clock = clock or WallClock()
     with start_run(config, data) as (data, log, stop):
-        return _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out)
+        return _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, clock)
 
 
-def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out):
+def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, clock):
     x_train, y_train = data.train
     n = len(x_train)
     strategy = distribute.strategy_for(config)  # None: one device
@@ -105,7 +109,10 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out):
     if config.tensorboard and is_chief:
         runs_written = ["train", "test"] + (["validation"] if data.validation is not None else [])
         summaries = EpochSummaries(config.tensorboard, runs_written)
+    clock.lap("setup")
 
+    timed = PhaseTimes()  # evaluation and checkpoints, inside the epochs' wall time
+    trained = []  # the seconds of each epoch this process trained
     tick = perf_counter()
     while epoch < config.epochs and not (rule and rule.stopped):
         perm = epoch_permutation(config.seed, epoch, n)
@@ -126,13 +133,17 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out):
                 break  # the epoch's end below saves this step
             if stop.requested or ckpt.due(epoch, step):
                 _check_finite_state(source, epoch, step, ckpt)
-                ckpt.save(epoch, step)
+                with timed("checkpoints"):
+                    ckpt.save(epoch, step)
                 _stop_if_requested(stop, f"epoch {epoch + 1} of {config.epochs}, step {step}", ckpt)
         _check_finite_state(source, epoch, step, ckpt)
-        metrics = _epoch_metrics(totals, steps, data)
+        trained.append(totals.seconds())
+        with timed("evaluation"):
+            metrics = _epoch_metrics(totals, steps, data)
         log.record_epoch(epoch, metrics, totals.seconds())
-        if rule and rule.update(epoch, metrics["val_loss"]):
-            best.save(epoch, [v.numpy() for v in source.variables])
+        with timed("checkpoints"):
+            if rule and rule.update(epoch, metrics["val_loss"]):
+                best.save(epoch, [v.numpy() for v in source.variables])
         if summaries:
             summaries.write(
                 epoch,
@@ -143,9 +154,10 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out):
             )
         totals.reset()
         epoch, step = epoch + 1, 0
-        ckpt.save(epoch, step)
-        if rule:
-            best.keep_only(rule.best_epoch)
+        with timed("checkpoints"):
+            ckpt.save(epoch, step)
+            if rule:
+                best.keep_only(rule.best_epoch)
         if verbose == 1:
             held_out = {k: v for k, v in metrics.items() if k.startswith(("val_", "test_"))}
             print(" - ".join(f"{k}: {v:.4f}" for k, v in held_out.items()))
@@ -160,11 +172,16 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out):
             print(f"Early stopping after epoch {rule.stopped_epoch + 1}; ", end="")
         if verbose:
             print(f"kept the weights of epoch {rule.best_epoch + 1}, the lowest val_loss")
+    clock.lap("training")
+    clock.move("training", "trace", _startup_seconds(trained))
+    for phase, seconds in timed.seconds.items():
+        clock.move("training", phase, seconds)
+    # The test set by the compiled forward pass each epoch used: no second graph to trace for
+    # Keras's evaluate (about 1 s), which also fails under MultiWorkerMirroredStrategy
+    # (keras-team/keras#20585).
+    test_loss, test_accuracy = steps.evaluate(*data.test)
+    clock.lap("evaluation")
     model = source.export_model()
-    if strategy is None:
-        test_loss, test_accuracy = model.evaluate(*data.test, verbose=0)
-    else:  # Keras's evaluate fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
-        test_loss, test_accuracy = steps.evaluate(*data.test)
     extra = {
         "traces": steps.traces,
         "distribution": distribute.describe(strategy),
@@ -173,11 +190,20 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out):
     metrics = runs.run_metrics(
         config, log, test_loss, test_accuracy, resumed, rule and rule.summary(), extra
     )
-    metrics = runs.save_run(config.out, model, metrics)
+    metrics = runs.save_run(config.out, model, metrics, clock)
     if summaries:
         summaries.close()
     log.finish()
+    clock.lap("saving")
     return model, metrics
+
+
+def _startup_seconds(epoch_seconds):
+    """Tracing and compiling: the first epoch's seconds above the median later epoch's (0 when
+    this process trained fewer than two epochs: nothing to compare with)."""
+    if len(epoch_seconds) < 2:
+        return 0.0
+    return max(epoch_seconds[0] - float(np.median(epoch_seconds[1:])), 0.0)
 
 
 def _epoch_metrics(totals, steps, data):

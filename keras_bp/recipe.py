@@ -22,9 +22,10 @@ from keras_bp.fit_input import EpochOrder
 from keras_bp.model import build_model
 from keras_bp.runlog import start_run
 from keras_bp.summaries import EpochSummaries
+from keras_bp.walltime import WallClock
 
 
-def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None):
+def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None, clock=None):
     """Train the seed's model with `model.fit`; save the run into `config.out`.
 
     Resumes from the backup in `config.out` if a run with the same identity was killed.
@@ -35,6 +36,9 @@ def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None):
         data: preprocessed `((x_train, y_train), (x_test, y_test))`; MNIST by default.
         verbose: Keras's progress display (1: progress bar, 2: a line per epoch, 0: silent).
         extra_metrics: more entries for `metrics.json`, such as the thread counts.
+        clock: a `keras_bp.walltime.WallClock` to add this run's phases to (setup, training
+            with its per-epoch evaluation and backups, evaluation, saving); `metrics.json` gets
+            its `wall_seconds`.
 
     Returns:
         `(model, metrics)`: the trained Keras model and what was written to `metrics.json`.
@@ -45,11 +49,12 @@ def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None):
         Interrupted: SIGINT or SIGTERM arrived; the last finished epoch's backup is kept.
         NonFiniteLoss: the loss or the weights became NaN or Inf; nothing was saved.
     """
+    clock = clock or WallClock()
     with start_run(config, data) as (data, log, stop):
-        return _train_fit(config, data, log, stop, verbose, extra_metrics)
+        return _train_fit(config, data, log, stop, verbose, extra_metrics, clock)
 
 
-def _train_fit(config, data, log, stop, verbose, extra_metrics):
+def _train_fit(config, data, log, stop, verbose, extra_metrics, clock):
     x_train, y_train = data.train
 
     # The same seed gives the same initial weights as `keras_bp.gradients.make_source`.
@@ -94,6 +99,7 @@ def _train_fit(config, data, log, stop, verbose, extra_metrics):
         order = EpochOrder(x_train, y_train, config.batch_size, config.seed)
         inputs = {"x": order.dataset, "shuffle": False}  # shuffled already
         callbacks.insert(0, order)
+    clock.lap("setup")
     try:
         model.fit(
             **inputs,
@@ -104,8 +110,10 @@ def _train_fit(config, data, log, stop, verbose, extra_metrics):
         )
     except AlreadyStopped as stopped:  # resumed after early stopping had ended the run
         model.set_weights(stopped.best_weights)
+    clock.lap("training")
 
     test_loss, test_accuracy = model.evaluate(*data.test, verbose=0)
+    clock.lap("evaluation")
     metrics = runs.run_metrics(
         config,
         log,
@@ -115,8 +123,9 @@ def _train_fit(config, data, log, stop, verbose, extra_metrics):
         early_stopping and early_stopping.summary(),
         {"distribution": distribute.describe(strategy), **(extra_metrics or {})},
     )
-    metrics = runs.save_run(config.out, model, metrics)
+    metrics = runs.save_run(config.out, model, metrics, clock)
     if summaries:
         summaries.close()
     log.finish()
+    clock.lap("saving")
     return model, metrics

@@ -91,12 +91,19 @@ def versions() -> dict:
     }
 
 
-def save_run(out: Path, model: keras.Model, metrics: dict) -> dict:
-    """Save `model.keras` and `metrics.json` (with `weights_sha256` and versions) into `out`."""
+def save_run(out: Path, model: keras.Model, metrics: dict, clock=None) -> dict:
+    """Save `model.keras` and `metrics.json` (with `weights_sha256` and versions) into `out`.
+
+    With a `keras_bp.walltime.WallClock`, the model's saving is its `saving` lap, and
+    `metrics.json` gets the clock's phases as `wall_seconds`.
+    """
     out = Path(out)
     metrics = {**metrics, "weights_sha256": weights_digest(model), "versions": versions()}
     with atomic.atomic_path(out / "model.keras") as tmp:
         model.save(tmp)
+    if clock is not None:
+        clock.lap("saving")
+        metrics["wall_seconds"] = clock.rounded()
     atomic.write_json(out / "metrics.json", metrics)
     return metrics
 

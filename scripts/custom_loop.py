@@ -19,6 +19,7 @@ after a kill resumes from the last checkpoint.
 """
 
 from keras_bp import cli, cluster
+from keras_bp.walltime import WallClock
 
 
 def main():
@@ -32,16 +33,19 @@ def main():
 
     settings = reproducible.configure(config.seed, config.deterministic)
     distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
+    clock = WallClock.since_process_start()  # where the wall time goes, printed at the end
+    clock.lap("start")
 
     # Data: MNIST, verified, (N, 784) float32 / 255 and one-hot labels.
     mnist = data.mnist_arrays(config.train_samples)
+    clock.lap("data")
 
     # Model and training: Dense(512, relu) -> Dense(10, softmax), gradients from
     # tf.GradientTape; a shuffle per epoch from (seed, epoch), compiled steps, checkpoints.
-    _, metrics = loop.train_loop(config, mnist, extra_metrics=settings)
+    _, metrics = loop.train_loop(config, mnist, extra_metrics=settings, clock=clock)
 
     # Evaluate: the test accuracy and loss, and where the run was written.
-    cli.print_summary(metrics, config.out)
+    cli.print_summary(metrics, config.out, clock)
 
 
 if __name__ == "__main__":

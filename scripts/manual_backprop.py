@@ -18,6 +18,7 @@ uses; `keras_bp/reference.py` shows it in its plain form.
 """
 
 from keras_bp import cli, cluster
+from keras_bp.walltime import WallClock
 
 
 def main():
@@ -31,16 +32,19 @@ def main():
 
     settings = reproducible.configure(config.seed, config.deterministic)
     distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives
+    clock = WallClock.since_process_start()  # where the wall time goes, printed at the end
+    clock.lap("start")
 
     # Data.
     mnist = data.mnist_arrays(config.train_samples)
+    clock.lap("data")
 
     # Model and training: the seed's initial weights for this seed, copied into plain
     # variables; the same loop as the tape trainer, with hand-written gradients.
-    _, metrics = loop.train_loop(config, mnist, extra_metrics=settings)
+    _, metrics = loop.train_loop(config, mnist, extra_metrics=settings, clock=clock)
 
     # Evaluate: the test accuracy and loss, and where the run was written.
-    cli.print_summary(metrics, config.out)
+    cli.print_summary(metrics, config.out, clock)
 
 
 if __name__ == "__main__":

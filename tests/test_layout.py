@@ -22,6 +22,7 @@ LAYERS = {
         "tensorflow_start",
         "published",
         "cluster",
+        "walltime",
     ],
     "maths": ["backprop", "fused", "optimizers", "layers", "model", "saving"],
     "data": ["data", "mnist_mirror", "batches"],
@@ -51,6 +52,7 @@ LAYERS = {
         "figures",
         "report",
         "report_document",
+        "profiling",
     ],
     "edge": ["cli", "commands", "__main__"],
 }

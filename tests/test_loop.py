@@ -57,7 +57,7 @@ def test_loop_traces_at_most_twice_and_writes_every_run_key(
     assert metrics["speed"] == {"steps_per_call": 2, "xla": xla, "fused": False}
     assert metrics["trainer"] == kind and metrics["resumed_at"] is None
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(on_disk) == {*RUN_KEYS, "traces"}
+    assert set(on_disk) == {*RUN_KEYS, "traces", "wall_seconds"}
     assert len(on_disk["history"]["loss"]) == 2
     assert on_disk["history"]["loss"][1] < on_disk["history"]["loss"][0]
     assert on_disk["train_seconds"] > 0
@@ -117,6 +117,13 @@ def test_loop_scripts_smoke_on_real_mnist(script, tmp_path):
     assert accuracy > 0.75  # 20 steps on real digits
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["train_samples"] == 2560 and metrics["traces"] == 1
+    # The last line splits the wall time: every phase of the run, from the process's start.
+    phases = metrics["wall_seconds"]
+    assert {"start", "data", "setup", "training", "evaluation", "checkpoints", "saving"} <= set(
+        phases
+    )
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert proc.stdout.strip().splitlines()[-1].startswith("wall time ")
 
 
 def test_manual_script_rejects_an_unknown_optimizer(tmp_path):

@@ -52,7 +52,7 @@ def test_train_fit_writes_metrics_and_a_safe_loadable_model(tmp_path, synthetic_
     )
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics
-    assert set(on_disk) == set(RUN_KEYS)
+    assert set(on_disk) == {*RUN_KEYS, "wall_seconds"}
     assert (on_disk["epochs"], on_disk["batch_size"], on_disk["seed"]) == (2, 32, 3)
     assert on_disk["trainer"] == "fit"
     assert set(on_disk["versions"]) == {"python", "tensorflow", "keras", "numpy"}
@@ -217,6 +217,9 @@ def test_make_train_smoke_on_real_mnist(tmp_path):
     # 32 steps of the seed's recipe on real digits already beat chance by far.
     assert accuracy > 0.80
     assert (out / "model.keras").stat().st_size > 0
+    phases = metrics["wall_seconds"]
+    assert set(phases) == {"start", "data", "setup", "training", "evaluation", "saving"}
+    assert proc.stdout.strip().splitlines()[-1].startswith("wall time ")
 
 
 @pytest.mark.slow
