@@ -119,3 +119,21 @@ def test_the_tape_source_trains_the_model_it_was_given(synthetic_data):
     gradients.train_step(source, *_batch(synthetic_data))
     assert source.export_model() is model
     assert weights_digest(model) == weights_digest(source.variables) != before
+
+
+def test_both_sources_score_with_the_logits_so_no_step_computes_a_softmax_it_never_uses(
+    synthetic_data,
+):
+    # The loss is computed from the logits under the softmax in both; scoring with them too
+    # leaves the tape step's softmax unread, so TensorFlow prunes it from the compiled step.
+    (x, y), _ = synthetic_data
+    x, y = x[:32], y[:32]
+    for kind in ["tape", "manual"]:
+        source = make_source(kind, seed=4)
+        _, scores, _ = source.loss_and_gradients(x, y)
+        probabilities = source.export_model()(x).numpy()
+        assert scores.shape == probabilities.shape == (32, 10)
+        np.testing.assert_allclose(
+            keras.ops.softmax(scores).numpy(), probabilities, rtol=0, atol=1e-6, err_msg=kind
+        )
+        assert not np.allclose(scores.numpy().sum(axis=1), 1.0, atol=1e-3)  # not probabilities
