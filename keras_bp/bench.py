@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from keras_bp import floors, runs
-from keras_bp.config import FIT_SPEED, LOOP_SPEED, FitConfig, LoopConfig, Speed
+from keras_bp.config import FIT_FASTEST, FIT_SPEED, LOOP_SPEED, FitConfig, LoopConfig
 from keras_bp.loop import train_loop
 from keras_bp.recipe import train_fit
 
@@ -129,13 +129,11 @@ def trainers(data, epochs):
         "fit: make train (the recipe as is)": lambda: time_fit(data, epochs),
         "tape loop: make custom-loop": lambda: time_loop("tape", data, epochs),
         "manual loop: make manual": lambda: time_loop("manual", data, epochs),
-        "fit: --steps-per-execution 32 --fused": lambda: time_fit(
-            data, epochs, Speed(steps_per_call=32, fused=True)
-        ),
+        "fit: --steps-per-execution 32 --fused": lambda: time_fit(data, epochs, FIT_FASTEST),
         "tape loop: --no-fused": lambda: time_loop("tape", data, epochs, unfused),
         "manual loop: --no-fused": lambda: time_loop("manual", data, epochs, unfused),
         "fit: --steps-per-execution 32 --fused --xla": lambda: time_fit(
-            data, epochs, Speed(steps_per_call=32, xla=True, fused=True)
+            data, epochs, replace(FIT_FASTEST, xla=True)
         ),
         "tape loop: --xla": lambda: time_loop("tape", data, epochs, xla),
         "manual loop: --xla": lambda: time_loop("manual", data, epochs, xla),

@@ -39,12 +39,13 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 from keras_bp import floors, runs
 from keras_bp.batches import epoch_chunks, epoch_permutation
 from keras_bp.compiled import CompiledSteps
-from keras_bp.config import FitConfig, LoopConfig, Speed
+from keras_bp.config import FIT_FASTEST, FitConfig, LoopConfig, Speed
 from keras_bp.fit_input import EpochOrder
 from keras_bp.gradients import make_source
 from keras_bp.model import build_model
 
-TRAINERS = ("training-floor", "tape", "manual", "fit")
+# Each as it ships, and `fit-fastest`: fit with `FIT_FASTEST`, the bench's fastest recipe fit.
+TRAINERS = ("training-floor", "tape", "manual", "fit", "fit-fastest")
 # `floors.training_floor_seconds(steps)` runs a 2-step call (its trace) before the timed one,
 # and both run inside the window; a test checks the floor's updates come out at 1 per step.
 FLOOR_WARM_STEPS = 2
@@ -81,8 +82,9 @@ def trainer_window(trainer, data, steps, seed=0, batch_size=None) -> Window:
     if trainer == "training-floor":
         floors.training_floor_seconds(1)  # builds and traces the floor's graph
         return Window(lambda: floors.training_floor_seconds(steps), steps + FLOOR_WARM_STEPS, None)
-    if trainer == "fit":
-        return _fit_window(x_train, y_train, steps, seed, batch_size, FitConfig().speed)
+    if trainer in ("fit", "fit-fastest"):
+        speed = FitConfig().speed if trainer == "fit" else FIT_FASTEST
+        return _fit_window(x_train, y_train, steps, seed, batch_size, speed)
     if trainer in ("tape", "manual"):
         speed = LoopConfig().speed
         return _loop_window(trainer, x_train, y_train, steps, seed, batch_size, speed)

@@ -1,7 +1,7 @@
 """Where each microsecond of a training step goes, op by op, in TensorFlow's own profiler.
 
-    python scripts/profile_ops.py [--trainers training-floor,tape,manual,fit] [--steps 468]
-                                  [--top 20] [--out runs/profile] [--verbose]
+    python scripts/profile_ops.py [--trainers training-floor,tape,manual,fit,fit-fastest]
+                                  [--steps 468] [--top 20] [--out runs/profile] [--verbose]
 
 For the training floor and each trainer as it ships (the loops with `LoopConfig().speed`, `fit`
 with `FitConfig().speed`, whatever those are today), it warms up (traces and compiles), times
@@ -14,7 +14,9 @@ with `FitConfig().speed`, whatever those are today), it warms up (traces and com
 - tape, manual: the loop's compiled chunks (`keras_bp.compiled.CompiledSteps`) over the
   epoch's first `--steps` batches, each chunk's results read back as `keras_bp.loop` does;
 - fit: `model.fit(steps_per_epoch=steps)` of `build_model()` on the recipe's input
-  (`keras_bp.fit_input.EpochOrder`), without the recipe's guards, checkpoints or evaluation.
+  (`keras_bp.fit_input.EpochOrder`), without the recipe's guards, checkpoints or evaluation;
+- fit-fastest: the same with `keras_bp.config.FIT_FASTEST` (`--steps-per-execution 32
+  --fused`), the fastest `fit` that keeps the recipe's updates.
 
 For each, a header line: the wall µs/step with and without the profiler, the busy µs/step
 summed over threads, the µs/step no thread is busy, the CPU. Then a table of the `--top` ops
@@ -30,7 +32,7 @@ from keras_bp import cli
 from keras_bp.config import FitConfig
 from keras_bp.data import SHAPES
 
-TRAINERS = ("training-floor", "tape", "manual", "fit")  # keras_bp.profiling.TRAINERS
+TRAINERS = ("training-floor", "tape", "manual", "fit", "fit-fastest")  # keras_bp.profiling.TRAINERS
 # One epoch's full batches: every trainer sees the same batches, and none a partial one.
 MAX_STEPS = SHAPES["x_train"][0] // FitConfig().batch_size
 
