@@ -224,7 +224,8 @@ def gradcheck_errors(errors, tolerances, path) -> Path:
 
 
 def speed(rows, cpu, path) -> Path:
-    """Training time of each run as a multiple of this machine's matmul floor.
+    """Training time of each run as a multiple of this machine's training floor (the matrix
+    products and one fused RMSprop update per step, `keras_bp.floors`).
 
     Args:
         rows: `[(label, ratio), ...]`, drawn top to bottom in the order given.
@@ -232,9 +233,10 @@ def speed(rows, cpu, path) -> Path:
     """
     labels = [label for label, _ in rows]
     ratios = np.array([ratio for _, ratio in rows], dtype=float)
-    # A run is coloured by its trainer ("tape --xla" is tape's colour); anything else is grey.
-    colors = [color(lb.split()[0]) if lb.split()[0] in TRAINERS else "0.6" for lb in labels]
-    with _figure(path, figsize=(8, 1.2 + 0.45 * len(rows))) as (fig, ax):
+    # A run is coloured by its trainer ("tape loop: --xla" is tape's colour); anything else grey.
+    trainers = [label.split()[0].rstrip(":") for label in labels]
+    colors = [color(t) if t in TRAINERS else "0.6" for t in trainers]
+    with _figure(path, figsize=(8, 1.4 + 0.45 * len(rows))) as (fig, ax):
         y = np.arange(len(rows))
         ax.barh(y, ratios, color=colors, height=0.6)
         for yi, ratio in zip(y, ratios, strict=True):
@@ -246,10 +248,10 @@ def speed(rows, cpu, path) -> Path:
         ax.set_ylim(len(rows) - 0.5, -1.1)
         ax.annotate("floor", (1.0, -0.8), xytext=(4, 0), textcoords="offset points", va="center")
         ax.set_xlim(0, max(1.0, ratios.max(initial=0)) * 1.15)  # room for the printed values
-        ax.set(xlabel="training time ÷ matmul floor (×; lower is faster)")
+        ax.set(xlabel="training time ÷ training floor (×; lower is faster)")
         ax.grid(axis="x", alpha=0.3)
-        fig.suptitle("Training time over this machine's matmul floor")
-        ax.set_title(textwrap.fill(cpu, 80), fontsize=9, color="0.3")
+        fig.suptitle("Training time over this machine's training floor")
+        ax.set_title(textwrap.fill(cpu, 60), fontsize=9, color="0.3")
     return Path(path)
 
 

@@ -25,7 +25,7 @@ FIGURES = {
     "accuracy_per_seed.png": "Final test accuracy per seed",
     "parity_over_steps.png": "Parity over steps: largest weight difference between trainers",
     "gradcheck_errors.png": "Hand-written gradients against the tape and numerical differences",
-    "speed.png": "Speed against the machine's matmul floor",
+    "speed.png": "Speed against the machine's training floor",
     "overfitting.png": "Overfitting: a long run, its validation loss and its best epoch",
 }
 

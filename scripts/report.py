@@ -104,7 +104,7 @@ def main():
         if parity:
             drawn.append(figures.parity_over_steps(parity, out / "parity_over_steps.png"))
         if speed:
-            rows = [(name, ratio) for name, ratio, _ in speed["rows"]]
+            rows = [(name, ratio) for name, _, ratio in speed["rows"]]  # × training floor
             drawn.append(figures.speed(rows, speed["machine"], out / "speed.png"))
         if overfitting:
             drawn.append(

@@ -129,3 +129,29 @@ def test_the_default_report_reproduces_the_published_accuracy(tmp_path):
             for label in ("fit", "tape")
         )
         assert fit["weights_sha256"] == tape["weights_sha256"], seed
+
+
+def test_the_speed_rows_read_floors_first_then_each_trainer_shipped_first(tmp_path):
+    names = [
+        "manual loop: --xla",
+        "tape loop: --no-fused",
+        "fit: --steps-per-execution 32 --fused",
+        "matmul floor, XLA",
+        "training floor, XLA",
+        "manual loop: make manual",
+        "fit: make train (the recipe as is)",
+        "tape loop: make custom-loop",
+    ]
+    rows = {name: {"x_matmul_floor": 2.0, "x_training_floor": 1.5} for name in names}
+    (tmp_path / "bench.json").write_text(json.dumps({"machine": "Test CPU", "rows": rows}))
+    speed = report.speed_rows(tmp_path / "bench.json")
+    assert [name for name, _, _ in speed["rows"]] == [
+        "training floor, XLA",
+        "fit: make train (the recipe as is)",
+        "fit: --steps-per-execution 32 --fused",
+        "tape loop: make custom-loop",
+        "tape loop: --no-fused",
+        "manual loop: make manual",
+        "manual loop: --xla",
+    ]
+    assert report.speed_rows(tmp_path / "missing.json") is None
