@@ -53,11 +53,13 @@ def finished(directory: Path, config, samples: int) -> dict | None:
         "epochs": config.epochs,
         "seed": config.seed,
         "train_samples": samples,
-        "early_stopping": config.early_stopping,
         "shuffle": shuffle(config),
         "speed": asdict(config.speed),
     }
-    return metrics if all(metrics.get(k) == v for k, v in wanted.items()) else None
+    # metrics.json records early stopping as {patience, best_epoch, stopped_epoch}, or null.
+    patience = (metrics.get("early_stopping") or {}).get("patience")
+    same = all(metrics.get(k) == v for k, v in wanted.items())
+    return metrics if same and patience == config.early_stopping else None
 
 
 def train_all(data, out, seeds, epochs, train_samples=None, fresh=False, progress=print):

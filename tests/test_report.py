@@ -94,6 +94,23 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     assert report.finished(tmp_path, config, 1500) is None
 
 
+def test_a_finished_run_with_early_stopping_is_reused_for_the_same_patience(tmp_path):
+    config = replace(report.TRAINERS["tape"], epochs=30, early_stopping=30, out=tmp_path)
+    metrics = {
+        "trainer": "tape",
+        "epochs": 30,
+        "seed": 0,
+        "train_samples": 60000,
+        "early_stopping": {"patience": 30, "best_epoch": 5, "stopped_epoch": None},
+        "shuffle": "per-epoch",
+        "speed": {"steps_per_call": 52, "xla": False, "fused": False},
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert report.finished(tmp_path, config, 60000) == metrics
+    assert report.finished(tmp_path, replace(config, early_stopping=3), 60000) is None
+    assert report.finished(tmp_path, replace(config, early_stopping=None), 60000) is None
+
+
 def test_seeds_are_a_count_or_a_range():
     assert cli.seed_list("5") == [0, 1, 2, 3, 4]
     assert cli.seed_list("3-7") == [3, 4, 5, 6, 7]
