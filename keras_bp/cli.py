@@ -197,7 +197,7 @@ def config_from_args(args, trainer):
     if cls is LoopConfig:
         kwargs["gradients"] = trainer
     default_speed = cls.__dataclass_fields__["speed"].default
-    if speed.get("fused") and given.get("optimizer", "rmsprop") != "rmsprop":
+    if speed.get("fused") and given.get("optimizer", cls.optimizer) != "rmsprop":
         fail(f"--fused applies to rmsprop only, received --optimizer {given['optimizer']}")
     try:
         return cls(**kwargs, speed=replace(default_speed, **speed))
@@ -238,19 +238,23 @@ def check_out_dir(path: Path) -> Path:
 def run(main):
     """Call `main()`; bad input and missing data become one line and exit code 2.
 
-    After a command that ran TensorFlow has finished (every file written and closed), the
-    process exits at once, without the interpreter's teardown of TensorFlow's modules and
-    threads, which takes about 1 s and does nothing a finished command needs. A worker of a
-    multi-worker cluster (`TF_CONFIG` set) exits normally, so TensorFlow can close its links.
+    When the process was started for this script (`python scripts/X.py`, as `make` runs them)
+    and the command ran TensorFlow, the process exits as soon as `main()` returns (every file
+    written and closed), with `main()`'s exit code, without the interpreter's teardown of
+    TensorFlow's modules and threads: about 1 s that a finished command does not need. Called
+    any other way (`keras-bp`, `python -m keras_bp`, `commands.main` from Python) it returns,
+    and so does a task of a multi-worker cluster (`TF_CONFIG` set), so TensorFlow can close its
+    links.
     """
     from keras_bp.data import MnistUnavailable
 
     try:
         result = main()
-        if "tensorflow" in sys.modules and not os.environ.get("TF_CONFIG"):
+        started_for_this = getattr(sys.modules.get("__main__"), "main", None) is main
+        if started_for_this and "tensorflow" in sys.modules and not os.environ.get("TF_CONFIG"):
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(0)
+            os._exit(result if isinstance(result, int) else 0)
         return result
     except (UsageError, InputError, MnistUnavailable) as e:
         fail(str(e))

@@ -1,7 +1,7 @@
 """`keras-bp` and `python -m keras_bp`: one installed command for what `scripts/` does.
 
     keras-bp train --epochs 1          # the same as: python scripts/train.py --epochs 1
-    keras-bp custom-loop --fused       # python scripts/custom_loop.py --fused
+    keras-bp custom-loop --no-fused    # python scripts/custom_loop.py --no-fused
     keras-bp --help
 
 Each subcommand runs its script, the very file `python scripts/<name>.py` runs: the wheel

@@ -112,7 +112,7 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, cloc
     clock.lap("setup")
 
     timed = PhaseTimes()  # evaluation and checkpoints, inside the epochs' wall time
-    trained = []  # the seconds of each epoch this process trained
+    trained, this_epoch = [], 0.0  # the seconds of each epoch this process trained (not resumed)
     tick = perf_counter()
     while epoch < config.epochs and not (rule and rule.stopped):
         perm = epoch_permutation(config.seed, epoch, n)
@@ -127,6 +127,7 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, cloc
             step = first + len(losses)
             now = perf_counter()
             loss, accuracy = totals.add(losses, correct, indices.shape[1], seconds=now - tick)
+            this_epoch += now - tick
             tick = now
             bar.update(step, values=[("loss", loss), ("accuracy", accuracy)])
             if step == per_epoch:
@@ -137,7 +138,8 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, cloc
                     ckpt.save(epoch, step)
                 _stop_if_requested(stop, f"epoch {epoch + 1} of {config.epochs}, step {step}", ckpt)
         _check_finite_state(source, epoch, step, ckpt)
-        trained.append(totals.seconds())
+        trained.append(this_epoch)
+        this_epoch = 0.0
         with timed("evaluation"):
             metrics = _epoch_metrics(totals, steps, data)
         log.record_epoch(epoch, metrics, totals.seconds())

@@ -154,7 +154,10 @@ def capture(run, logdir) -> Capture:
     finally:
         tf.profiler.experimental.stop()
     # The profiler names its directory by the second, so a file may be new or rewritten.
-    (path,) = [p for p, stamp in _traces(logdir).items() if before.get(p) != stamp]
+    written = [p for p, stamp in _traces(logdir).items() if before.get(p) != stamp]
+    if len(written) != 1:
+        raise RuntimeError(f"expected one new profile under {logdir}, found {len(written)}")
+    (path,) = written
     space = xplane_pb2.XSpace.FromString(path.read_bytes())
     return Capture(space, start_ns, stop_ns, seconds, path)
 

@@ -109,8 +109,8 @@ class RunLog:
             if saved["identity"] != self.identity:
                 raise UsageError(
                     f"{self.directory} holds the resume state of another run "
-                    f"({_differences(saved['identity'], self.identity)}); pass --fresh to start "
-                    "over, or choose another --out"
+                    f"({_differences(saved['identity'], self.identity)}); rerun with its settings "
+                    "to resume it, pass --fresh to start over, or choose another --out"
                 )
             self.epochs = saved["epochs"]
         else:  # written before any state, so no state is ever without its identity

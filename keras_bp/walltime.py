@@ -2,7 +2,8 @@
 
 A `WallClock` starts when the process did, so its first phase holds the interpreter's start
 and the imports (TensorFlow's takes most of it). Each `lap(name)` adds the seconds since the
-last lap to `name`; `add(name, seconds)` moves seconds measured inside another phase into it.
+last lap to `name`; `move(source, target, seconds)` moves seconds measured inside one phase,
+such as the checkpoints saved during training, to another.
 
     clock = WallClock.since_process_start()
     ...imports...
@@ -22,7 +23,8 @@ PHASES = {
     "setup": "model, optimizer and compiled steps built; the resume state read",
     "trace": "tracing and compiling: the first epoch's seconds above a later epoch's",
     "training": "the epochs' steps once compiled",
-    "evaluation": "the validation and test sets evaluated after each epoch, and at the end",
+    "evaluation": "the test set at the end; in the loops also the validation and test sets "
+    "after each epoch (fit's stay in its training)",
     "checkpoints": "resume state saved during and after each epoch",
     "saving": "the model exported, model.keras and metrics.json written",
 }

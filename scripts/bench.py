@@ -47,7 +47,8 @@ def main():
     data = mnist_arrays()
     steps = args.epochs * steps_per_epoch(len(data[0][0]), BATCH_SIZE)
 
-    # The contestants: the two floors, then each trainer as it ships, fused, and with XLA.
+    # The contestants: the two floors, each trainer as it ships, then op by op (--no-fused) or
+    # fit's fastest, then with XLA, then data-parallel.
     contestants = {**bench.floor_runs(steps), **bench.trainers(data, args.epochs)}
     results = {name: [] for name in contestants}
     for r in range(args.repeats):  # interleaved, so a slow minute of the machine hits all

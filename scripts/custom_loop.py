@@ -3,7 +3,7 @@
     python scripts/custom_loop.py [--epochs 5] [--batch-size 128] [--seed 0]
                                   [--out runs/custom_loop] [--train-samples N]
                                   [--optimizer rmsprop|sgd] [--learning-rate LR]
-                                  [--deterministic] [--fresh] [--fused] [--xla]
+                                  [--deterministic] [--fresh] [--no-fused] [--xla]
                                   [--steps-per-call 52] [--checkpoint-every 100]
                                   [--early-stopping PATIENCE] [--tensorboard DIR]
                                   [--strategy mirrored --replicas N | --strategy multi-worker]
@@ -11,7 +11,8 @@
 
 The loop lives in `keras_bp.loop` (read `keras_bp.reference` for its plain form); this script
 picks its gradient source: `tf.GradientTape` over the Keras model, applied with Keras's
-`RMSprop` (with `--fused`, `keras_bp.fused.FusedRMSprop`: the same update as one kernel). Same
+`RMSprop` with its update as one kernel (`keras_bp.fused.FusedRMSprop`, the same rule;
+`--no-fused`: Keras's op-by-op update, as `scripts/train.py` runs it). Same
 data, same initial weights (for the same `--seed`) and same batches as the hand-written
 trainer, `scripts/manual_backprop.py`, and as `scripts/train.py`'s `fit`. The test set is
 evaluated after every epoch; `--early-stopping` and `--tensorboard` are `fit`'s. Rerunning

@@ -3,7 +3,7 @@
     python scripts/manual_backprop.py [--optimizer rmsprop|sgd] [--learning-rate LR]
                                       [--epochs 5] [--batch-size 128] [--seed 0] [--out runs/manual]
                                       [--train-samples N] [--deterministic] [--fresh]
-                                      [--fused] [--xla] [--steps-per-call 52]
+                                      [--no-fused] [--xla] [--steps-per-call 52]
                                       [--checkpoint-every 100]
                                       [--early-stopping PATIENCE] [--tensorboard DIR]
                                       [--strategy mirrored --replicas N | --strategy multi-worker]
@@ -12,8 +12,9 @@
 Each step runs the forward pass `y = f(w·x + b)` layer by layer (`keras_bp.backprop`), takes the
 fused softmax + cross-entropy gradient `(p − y)/N`, walks the layers backwards to `∂L/∂w` and
 `∂L/∂b`, and updates with a hand-written optimizer: RMSprop with Keras's defaults, or plain
-`w ← w − η·∂L/∂w`. `--fused` runs the RMSprop update as one TensorFlow kernel, the same rule
-to float rounding (`keras_bp/fused.py`). The loop itself is the one `scripts/custom_loop.py`
+`w ← w − η·∂L/∂w`. RMSprop's update runs as one TensorFlow kernel, the same rule to float
+rounding (`keras_bp/fused.py`); `--no-fused` runs it op by op, as written out in
+`keras_bp/optimizers.py`. The loop itself is the one `scripts/custom_loop.py`
 uses; `keras_bp/reference.py` shows it in its plain form.
 """
 

@@ -52,7 +52,8 @@ def main():
         action=argparse.BooleanOptionalAction,
         default=defaults.speed.fused,
         help="all three with the fused RMSprop kernel, as the loops ship; --no-fused: all three "
-        "with Keras's op-by-op RMSprop, as make train runs (default: %(default)s)",
+        "with Keras's op-by-op RMSprop, as make train runs "
+        f"(default: {'--fused' if defaults.speed.fused else '--no-fused'})",
     )
     parser.add_argument(
         "--replicas", type=cli.positive_int, metavar="N", help="also compare N mirrored replicas"

@@ -16,8 +16,8 @@ STEPS, BATCH, SEED = 6, 16, 2
 
 @pytest.mark.parametrize(
     "speed",
-    [LOOP_SPEED, Speed(steps_per_call=4, fused=True), Speed(steps_per_call=4, xla=True)],
-    ids=["shipped", "fused", "xla"],
+    [LOOP_SPEED, Speed(steps_per_call=4, fused=False), Speed(steps_per_call=4, xla=True)],
+    ids=["shipped (fused)", "no-fused", "xla"],
 )
 def test_last_point_is_the_parity_table_of_train_in_lockstep(synthetic_data, speed):
     (x, y), _ = synthetic_data
