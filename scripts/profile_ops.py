@@ -6,7 +6,8 @@
 For the training floor and each trainer as it ships (the loops with `LoopConfig().speed`, `fit`
 with `FitConfig().speed`, whatever those are today), it warms up (traces and compiles), times
 `--steps` steps over real MNIST in epoch 0's seeded order, then runs the same steps again under
-`tf.profiler.experimental` and reads the trace (`keras_bp/profiling.py`). What runs:
+`tf.profiler.experimental` (`keras_bp/profiling.py`) and reads the trace
+(`keras_bp/op_times.py`). What runs:
 
 - training-floor: one call of `floors.training_floor_seconds(steps)`, the graph the bench's
   training floor times (without XLA), so the window holds its 2-step trace call and its setup
@@ -77,7 +78,7 @@ def main():
         )
     cli.check_out_dir(args.out)
     cli.start_tensorflow(args.verbose)
-    from keras_bp import atomic, bench, profiling, runs
+    from keras_bp import atomic, bench, op_times, profiling, runs
     from keras_bp.data import mnist_arrays
 
     # Data: MNIST after the seed's preprocessing.
@@ -89,7 +90,7 @@ def main():
     for trainer in args.trainers:
         profile = profiling.profile_trainer(trainer, data, args.steps, args.out / trainer)
         profiles[trainer] = profile
-        print(f"\n{profiling.headline(profile, cpu)}\n\n{profiling.table(profile, args.top)}")
+        print(f"\n{op_times.headline(profile, cpu)}\n\n{op_times.table(profile, args.top)}")
 
     # Report: every row of every trainer, not only the top ones.
     path = args.out / "profile.json"

@@ -52,6 +52,7 @@ LAYERS = {
         "figures",
         "report",
         "report_document",
+        "op_times",
         "profiling",
     ],
     "edge": ["cli", "commands", "__main__"],

@@ -6,7 +6,7 @@ import pytest
 from conftest import run_script
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from keras_bp import profiling
+from keras_bp import op_times, profiling
 
 US = 1_000_000  # picoseconds, the trace's unit
 START_NS = 1_700_000_000_000_000_000  # the profile's start, ns since the epoch
@@ -69,7 +69,7 @@ def hand_built_trace():
     caller = plane.lines.add(name="python")
     add(caller, "EagerLocalExecute: __inference__run_1", 0, 100)
     add(caller, "EagerLocalExecute: Mul", 100, 4)
-    return profiling.Capture(space, START_NS, START_NS + 110_000, 110e-6, path=None)
+    return op_times.Capture(space, START_NS, START_NS + 110_000, 110e-6, path=None)
 
 
 def rows_by_key(profile):
@@ -79,15 +79,15 @@ def rows_by_key(profile):
 def test_nest_gives_each_event_its_duration_less_its_direct_childrens():
     # A parent 0–100 with children 10–40 and 50–90; the second has a child 55–85.
     spans = [(0, 100), (10, 30), (50, 40), (55, 30)]
-    assert profiling.nest(spans) == ([30, 30, 10, 30], [None, 0, 0, 2])  # exact: integers
+    assert op_times.nest(spans) == ([30, 30, 10, 30], [None, 0, 0, 2])  # exact: integers
     # A span that starts inside another and outlasts it takes over: the other ends at its start.
-    assert profiling.nest([(5, 10), (0, 10)]) == ([10, 5], [None, None])
-    assert profiling.nest([(0, 100), (10, 20), (20, 90)]) == ([10, 10, 90], [None, 0, None])
-    assert profiling.covered([(0, 10), (5, 10), (20, 5), (21, 1)]) == 20
+    assert op_times.nest([(5, 10), (0, 10)]) == ([10, 5], [None, None])
+    assert op_times.nest([(0, 100), (10, 20), (20, 90)]) == ([10, 10, 90], [None, 0, None])
+    assert op_times.covered([(0, 10), (5, 10), (20, 5), (21, 1)]) == 20
 
 
 def test_the_hand_built_trace_comes_out_exact_per_step():
-    profile = profiling.step_profile(hand_built_trace(), steps=2)
+    profile = op_times.step_profile(hand_built_trace(), steps=2)
     rows = rows_by_key(profile)
     expected = {  # (op, type): (µs/step on its thread, µs/step in the pool, events/step)
         ("MatMul_3", "_MklMatMul"): (15.0, 15.0, 0.5),  # 30 own; tasks 7 (20) and 8 (10)
@@ -95,7 +95,7 @@ def test_the_hand_built_trace_comes_out_exact_per_step():
         ("ExecutorState::Process", "runtime"): (25.0, 0.0, 1.0),  # 30 + 20 between kernels
         ("Sum", "Sum"): (10.0, 0.0, 0.5),
         ("Mul", "eager op"): (2.0, 0.0, 0.5),  # the caller's; its tf.function call waits
-        profiling.UNATTRIBUTED: (0.0, 2.5, 0.0),  # task 99's producer is not in the trace
+        op_times.UNATTRIBUTED: (0.0, 2.5, 0.0),  # task 99's producer is not in the trace
     }
     assert set(rows) == set(expected)
     for key, (thread, pool, events) in expected.items():
@@ -138,7 +138,7 @@ def test_the_hand_built_trace_comes_out_exact_per_step():
     ],
 )
 def test_op_names_lose_the_loop_and_call_prefixes(name, display_name, key):
-    assert profiling.op_key(name, display_name) == key
+    assert op_times.op_key(name, display_name) == key
 
 
 def test_the_table_adds_up_to_its_total():
@@ -146,7 +146,7 @@ def test_the_table_adds_up_to_its_total():
         {"op": f"op{i}", "type": "Mul", "thread_us": 10.0 * i, "pool_us": 1.0, "events": 1.0}
         for i in range(5, 0, -1)
     ]
-    lines = profiling.table({"rows": rows}, top=2).splitlines()
+    lines = op_times.table({"rows": rows}, top=2).splitlines()
     assert len(lines) == 2 + 2 + 2  # header, rule, 2 ops, everything else, total
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     assert cells[2][0] == "everything else (3 rows)"
@@ -156,7 +156,7 @@ def test_the_table_adds_up_to_its_total():
         assert parts == pytest.approx(float(cells[3][column]), abs=1e-6)
     assert float(cells[3][2]) == pytest.approx(150.0, abs=1e-6)
     assert cells[3][5] == "100.0%"
-    assert "everything else" not in profiling.table({"rows": rows}, top=5)
+    assert "everything else" not in op_times.table({"rows": rows}, top=5)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def small_mnist():
 def test_a_real_profile_of_the_manual_loop(small_mnist, tmp_path):
     window = profiling.trainer_window("manual", small_mnist, steps=10)
     cap = profiling.capture(window.run, tmp_path)
-    profile = profiling.step_profile(cap, window.steps)
+    profile = op_times.step_profile(cap, window.steps)
     kernels = [r for r in profile["rows"] if "MatMul" in r["type"]]
     assert kernels and all(r["events"] == pytest.approx(1.0, abs=1e-9) for r in kernels)
     # The rows add up to the threads' busy time, which is measured apart from them: the time
@@ -181,9 +181,9 @@ def test_a_real_profile_of_the_manual_loop(small_mnist, tmp_path):
     assert sum(r["pool_us"] for r in profile["rows"]) == pytest.approx(
         busy["intra-op pool"], rel=1e-9
     )
-    plane = profiling.host_plane(cap.space)
+    plane = op_times.host_plane(cap.space)
     executor_ps = sum(
-        profiling.covered([(e.offset_ps, e.duration_ps) for e in line.events])
+        op_times.covered([(e.offset_ps, e.duration_ps) for e in line.events])
         for line in plane.lines
         if line.name.startswith("tf_Compute")
     )
@@ -196,7 +196,7 @@ def test_a_real_profile_of_the_manual_loop(small_mnist, tmp_path):
 def test_the_floor_updates_each_weight_once_per_step(small_mnist, tmp_path):
     """The floor's window holds its trace call too: `FLOOR_WARM_STEPS` counts those steps."""
     window = profiling.trainer_window("training-floor", small_mnist, steps=3)
-    profile = profiling.step_profile(profiling.capture(window.run, tmp_path), window.steps)
+    profile = op_times.step_profile(profiling.capture(window.run, tmp_path), window.steps)
     updates = [r for r in profile["rows"] if r["type"] == "ResourceApplyRMSProp"]
     assert len(updates) == 4  # W1, b1, W2, b2
     assert all(r["events"] == pytest.approx(1.0, abs=1e-9) for r in updates)
