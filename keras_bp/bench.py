@@ -19,6 +19,7 @@ from keras_bp import floors, runs
 from keras_bp.config import FIT_FASTEST, FIT_SPEED, LOOP_SPEED, FitConfig, LoopConfig
 from keras_bp.loop import train_loop
 from keras_bp.recipe import train_fit
+from keras_bp.walltime import startup_seconds
 
 
 def cpu_description() -> str:
@@ -88,11 +89,9 @@ def time_process(command, epochs, workers=None):
 def run_figures(metrics):
     """`seconds` of training, the `startup` seconds (tracing and compiling: the first epoch's
     time above the median later epoch's; 0 for a one-epoch run) and the `test_accuracy`."""
-    first, *later = metrics["epoch_seconds"]
-    startup = max(first - statistics.median(later), 0.0) if later else 0.0
     return {
         "seconds": metrics["train_seconds"],
-        "startup": startup,
+        "startup": startup_seconds(metrics["epoch_seconds"]),
         "test_accuracy": metrics["test_accuracy"],
     }
 

@@ -25,7 +25,7 @@ from keras_bp.errors import Interrupted, NonFiniteLoss
 from keras_bp.gradients import make_source
 from keras_bp.runlog import resume_dir, resume_message, resumed_at, start_run
 from keras_bp.summaries import EpochSummaries
-from keras_bp.walltime import PhaseTimes, WallClock
+from keras_bp.walltime import PhaseTimes, WallClock, startup_seconds
 
 
 def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None, clock=None):
@@ -175,7 +175,7 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, cloc
         if verbose:
             print(f"kept the weights of epoch {rule.best_epoch + 1}, the lowest val_loss")
     clock.lap("training")
-    clock.move("training", "trace", _startup_seconds(trained))
+    clock.move("training", "trace", startup_seconds(trained))
     for phase, seconds in timed.seconds.items():
         clock.move("training", phase, seconds)
     # The test set by the compiled forward pass each epoch used: no second graph to trace for
@@ -198,14 +198,6 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, cloc
     log.finish()
     clock.lap("saving")
     return model, metrics
-
-
-def _startup_seconds(epoch_seconds):
-    """Tracing and compiling: the first epoch's seconds above the median later epoch's (0 when
-    this process trained fewer than two epochs: nothing to compare with)."""
-    if len(epoch_seconds) < 2:
-        return 0.0
-    return max(epoch_seconds[0] - float(np.median(epoch_seconds[1:])), 0.0)
 
 
 def _epoch_metrics(totals, steps, data):

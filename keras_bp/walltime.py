@@ -14,6 +14,7 @@ such as the checkpoints saved during training, to another.
 
 import contextlib
 import os
+import statistics
 import time
 
 # The phases in the order a run goes through them, with what each holds.
@@ -40,6 +41,13 @@ def process_age():
             return max(float(f.read().split()[0]) - started, 0.0)
     except (OSError, ValueError, IndexError):
         return None
+
+
+def startup_seconds(epoch_seconds):
+    """Tracing and compiling: the first epoch's seconds above the median later epoch's (0 for
+    fewer than two epochs: nothing to compare with)."""
+    first, *later = epoch_seconds or [0.0]
+    return max(first - statistics.median(later), 0.0) if later else 0.0
 
 
 class WallClock:
