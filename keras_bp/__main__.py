@@ -1,5 +1,5 @@
 """`python -m keras_bp`: the same as the `keras-bp` command."""
 
-from keras_bp.commands import main
+from keras_bp.cli.commands import main
 
 main()

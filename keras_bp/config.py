@@ -1,8 +1,9 @@
 """Every setting of a training run, with each default defined once. No TensorFlow here.
 
-`FitConfig` drives `model.fit` (`keras_bp.recipe`), `LoopConfig` the custom loop with either
-gradient source (`keras_bp.loop`). Both carry one `Speed`: how the trainer executes. The CLI turns
-options into these configs; the trainers, their metrics and their resume identity read them.
+`FitConfig` drives `model.fit` (`keras_bp.training.recipe`), `LoopConfig` the custom loop with
+either gradient source (`keras_bp.training.loop`). Both carry one `Speed`: how the trainer
+executes. The CLI turns options into these configs; the trainers, their metrics and their resume
+identity read them.
 """
 
 import math
@@ -74,7 +75,7 @@ class TrainConfig:
         optimizer: `"rmsprop"` (the recipe's) or `"sgd"`.
         learning_rate: `None` for the optimizer's default (`DEFAULT_LEARNING_RATES`); `fit`
             also takes a `keras.optimizers.schedules.LearningRateSchedule`.
-        deterministic: bit-identical reruns (`keras_bp.reproducible`).
+        deterministic: bit-identical reruns (`keras_bp.training.reproducible`).
         fresh: delete the run's resume state in `out` instead of resuming from it.
         out: the run's directory; `None` for the trainer's `DEFAULT_OUT`.
         speed: how the trainer executes (`Speed`).
@@ -86,7 +87,7 @@ class TrainConfig:
         strategy: `None` for one device; `"mirrored"`: `replicas` copies of the model in this
             process (`tf.distribute.MirroredStrategy`); `"multi-worker"`: one per process of
             the cluster in `TF_CONFIG` (`MultiWorkerMirroredStrategy`). The global batch
-            `batch_size` is split evenly across the replicas (`keras_bp.distribute`).
+            `batch_size` is split evenly across the replicas (`keras_bp.training.distribute`).
         replicas: `"mirrored"`'s replica count (CPU devices, or the GPUs when there are).
     """
 
@@ -169,7 +170,7 @@ class FitConfig(TrainConfig):
         keras_shuffle: feed `fit` the arrays and let Keras shuffle them. With a seed set,
             Keras's TensorFlow backend then repeats one order in every epoch. By default `fit`
             gets a new order each epoch, as the unseeded published recipe does, fixed by
-            `(seed, epoch)`: the loops' order (`keras_bp.fit_input`).
+            `(seed, epoch)`: the loops' order (`keras_bp.training.fit_input`).
     """
 
     trainer: ClassVar[str] = "fit"

@@ -1,7 +1,7 @@
 """The training loop's two gradient sources: `tf.GradientTape`, or backprop written out by hand.
 
 The loop is written once against `GradientSource`: the readable `keras_bp.reference` and the
-compiled `keras_bp.loop`. The sources differ only in where ∂L/∂w comes from and which
+compiled `keras_bp.training.loop`. The sources differ only in where ∂L/∂w comes from and which
 optimizer applies it: the tape and Keras's optimizer, or `keras_bp.backprop` and
 `keras_bp.optimizers`.
 """

@@ -8,12 +8,12 @@ RMSprop of `keras_bp.optimizers`):
     source = make_source("manual", seed=0)
     train_reference(source, x_train, y_train, epochs=5, batch_size=128, seed=0)
 
-It runs eagerly, one batch per Python iteration, so it is slow. `keras_bp.loop.train_loop` is
-the same loop made fast and safe: compiled chunks of steps, a progress bar, checkpoints and
+It runs eagerly, one batch per Python iteration, so it is slow. `keras_bp.training.loop.train_loop`
+is the same loop made fast and safe: compiled chunks of steps, a progress bar, checkpoints and
 resume. `tests/test_reference.py` holds the two to the same weights after the same batches.
 """
 
-from keras_bp.batches import epoch_batches, epoch_permutation
+from keras_bp.data.batches import epoch_batches, epoch_permutation
 
 
 def train_reference(source, x_train, y_train, epochs, batch_size, seed=0, verbose=True):

@@ -4,8 +4,8 @@
 
 Everything runs in this one process, side by side, with the runs interleaved round-robin, so
 the ratios to the floors hold on a noisy shared machine. Each figure is a median of `--repeats`
-runs. The floors (`keras_bp/floors.py`): the five matrix products of a step, and those plus one
-fused RMSprop update of every weight. Training time counts tracing, compiling and training, not
+runs. The floors (`keras_bp/speed/floors.py`): the five matrix products of a step, and those plus
+one fused RMSprop update of every weight. Training time counts tracing, compiling and training, not
 the TensorFlow import or the data load; the table also splits off the tracing and compiling.
 """
 
@@ -36,9 +36,11 @@ def main():
     cli.start_tensorflow(args.verbose)
     import tensorflow as tf
 
-    from keras_bp import atomic, bench, runs
     from keras_bp.data import load_mnist, mnist_arrays
-    from keras_bp.floors import BATCH_SIZE
+    from keras_bp.runtime import atomic
+    from keras_bp.speed import bench
+    from keras_bp.speed.floors import BATCH_SIZE
+    from keras_bp.training import runs
 
     # Data: the cached load is timed on its own, then preprocessed once for every trainer.
     start = time.perf_counter()

@@ -21,8 +21,10 @@ def main():
     fit_config = cli.config_from_args(args, "fit")
     out = cli.check_out_dir(fit_config.out)  # bad input fails fast, before TensorFlow starts
     cli.start_tensorflow(args.verbose)
-    from keras_bp import atomic, data, loop, recipe, reproducible, runs
-    from keras_bp.runlock import RunLock
+    from keras_bp import data
+    from keras_bp.runtime import atomic
+    from keras_bp.runtime.runlock import RunLock
+    from keras_bp.training import loop, recipe, reproducible, runs
 
     settings = reproducible.configure(fit_config.seed, fit_config.deterministic)
 

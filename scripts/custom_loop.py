@@ -9,8 +9,8 @@
                                   [--strategy mirrored --replicas N | --strategy multi-worker]
                                   [--verbose]
 
-The loop lives in `keras_bp.loop` (read `keras_bp.reference` for its plain form); this script
-picks its gradient source: `tf.GradientTape` over the Keras model, applied with Keras's
+The loop lives in `keras_bp.training.loop` (read `keras_bp.reference` for its plain form); this
+script picks its gradient source: `tf.GradientTape` over the Keras model, applied with Keras's
 `RMSprop` with its update as one kernel (`keras_bp.fused.FusedRMSprop`, the same rule;
 `--no-fused`: Keras's op-by-op update, as `scripts/train.py` runs it). Same
 data, same initial weights (for the same `--seed`) and same batches as the hand-written
@@ -19,8 +19,9 @@ evaluated after every epoch; `--early-stopping` and `--tensorboard` are `fit`'s.
 after a kill resumes from the last checkpoint.
 """
 
-from keras_bp import cli, cluster
-from keras_bp.walltime import WallClock
+from keras_bp import cli
+from keras_bp.runtime import cluster
+from keras_bp.runtime.walltime import WallClock
 
 
 def main():
@@ -30,7 +31,8 @@ def main():
     # Bad input fails fast, before TensorFlow starts; a worker of a cluster writes its own dir.
     cli.check_out_dir(cluster.process_out(config))
     cli.start_tensorflow(args.verbose)
-    from keras_bp import data, distribute, loop, reproducible
+    from keras_bp import data
+    from keras_bp.training import distribute, loop, reproducible
 
     settings = reproducible.configure(config.seed, config.deterministic)
     distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives

@@ -21,7 +21,8 @@ parser = cli.Parser(description="The largest errors of the hand-written gradient
 cli.add_verbose(parser)
 cli.start_tensorflow(parser.parse_args().verbose)  # quietly, before the imports below
 
-from keras_bp import backprop, gradcheck  # noqa: E402
+from keras_bp import backprop  # noqa: E402
+from keras_bp.checks import gradcheck  # noqa: E402
 
 
 def cases(dtype):

@@ -18,8 +18,9 @@ rounding (`keras_bp/fused.py`); `--no-fused` runs it op by op, as written out in
 uses; `keras_bp/reference.py` shows it in its plain form.
 """
 
-from keras_bp import cli, cluster
-from keras_bp.walltime import WallClock
+from keras_bp import cli
+from keras_bp.runtime import cluster
+from keras_bp.runtime.walltime import WallClock
 
 
 def main():
@@ -29,7 +30,8 @@ def main():
     # Bad input fails fast, before TensorFlow starts; a worker of a cluster writes its own dir.
     cli.check_out_dir(cluster.process_out(config))
     cli.start_tensorflow(args.verbose)
-    from keras_bp import data, distribute, loop, reproducible
+    from keras_bp import data
+    from keras_bp.training import distribute, loop, reproducible
 
     settings = reproducible.configure(config.seed, config.deterministic)
     distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives

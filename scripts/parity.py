@@ -7,8 +7,8 @@ All three trainers start from the same initial weights and take the same `--step
 real MNIST in the same order. The table gives the largest absolute weight difference for each
 pair; the command exits with 1 if any pair differs by more than `--tolerance`. With
 `--replicas N`, each trainer also runs data-parallel over N mirrored replicas
-(`keras_bp.distribute`), and a second table gives its distance from itself on one device, after
-one step and after `--steps`.
+(`keras_bp.training.distribute`), and a second table gives its distance from itself on one device,
+after one step and after `--steps`.
 
 Like is compared with like: all three update with the fused RMSprop kernel by default, as the
 loops ship (`fit` with `keras_bp.fused.FusedRMSprop`), or all three with Keras's op-by-op
@@ -64,7 +64,9 @@ def main():
     if args.replicas and (args.xla or args.batch_size % args.replicas):
         raise cli.UsageError("--replicas needs no --xla and a --batch-size they divide evenly")
     cli.start_tensorflow(args.verbose)
-    from keras_bp import data, distribute, parity
+    from keras_bp import data
+    from keras_bp.checks import parity
+    from keras_bp.training import distribute
 
     strategy = distribute.mirrored(args.replicas) if args.replicas else None  # before any op
 

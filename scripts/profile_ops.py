@@ -6,16 +6,17 @@
 For the training floor and each trainer as it ships (the loops with `LoopConfig().speed`, `fit`
 with `FitConfig().speed`, whatever those are today), it warms up (traces and compiles), times
 `--steps` steps over real MNIST in epoch 0's seeded order, then runs the same steps again under
-`tf.profiler.experimental` (`keras_bp/profiling.py`) and reads the trace
-(`keras_bp/op_times.py`). What runs:
+`tf.profiler.experimental` (`keras_bp/speed/profiling.py`) and reads the trace
+(`keras_bp/speed/op_times.py`). What runs:
 
 - training-floor: one call of `floors.training_floor_seconds(steps)`, the graph the bench's
   training floor times (without XLA), so the window holds its 2-step trace call and its setup
   (the eager ops in its table) too;
-- tape, manual: the loop's compiled chunks (`keras_bp.compiled.CompiledSteps`) over the
-  epoch's first `--steps` batches, each chunk's results read back as `keras_bp.loop` does;
+- tape, manual: the loop's compiled chunks (`keras_bp.training.compiled.CompiledSteps`) over the
+  epoch's first `--steps` batches, each chunk's results read back as `keras_bp.training.loop` does;
 - fit: `model.fit(steps_per_epoch=steps)` of `build_model()` on the recipe's input
-  (`keras_bp.fit_input.EpochOrder`), without the recipe's guards, checkpoints or evaluation;
+  (`keras_bp.training.fit_input.EpochOrder`), without the recipe's guards, checkpoints or
+  evaluation;
 - fit-fastest: the same with `keras_bp.config.FIT_FASTEST` (`--steps-per-execution 32
   --fused`), the fastest `fit` that keeps the recipe's updates.
 
@@ -33,7 +34,13 @@ from keras_bp import cli
 from keras_bp.config import FitConfig
 from keras_bp.data import SHAPES
 
-TRAINERS = ("training-floor", "tape", "manual", "fit", "fit-fastest")  # keras_bp.profiling.TRAINERS
+TRAINERS = (
+    "training-floor",
+    "tape",
+    "manual",
+    "fit",
+    "fit-fastest",
+)  # keras_bp.speed.profiling.TRAINERS
 # One epoch's full batches: every trainer sees the same batches, and none a partial one.
 MAX_STEPS = SHAPES["x_train"][0] // FitConfig().batch_size
 
@@ -78,8 +85,10 @@ def main():
         )
     cli.check_out_dir(args.out)
     cli.start_tensorflow(args.verbose)
-    from keras_bp import atomic, bench, op_times, profiling, runs
     from keras_bp.data import mnist_arrays
+    from keras_bp.runtime import atomic
+    from keras_bp.speed import bench, op_times, profiling
+    from keras_bp.training import runs
 
     # Data: MNIST after the seed's preprocessing.
     data = mnist_arrays()

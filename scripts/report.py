@@ -51,27 +51,31 @@ def main():
     cli.start_tensorflow(args.verbose)
     # Every run builds its own compiled steps; TensorFlow counts them as one function retracing.
     logging.getLogger("tensorflow").addFilter(lambda r: "retracing" not in r.getMessage())
-    from keras_bp import atomic, bench, data, figures, report, report_document, runs
-    from keras_bp.published import PUBLISHED
-    from keras_bp.runlock import RunLock
+    from keras_bp import data
+    from keras_bp.report import document, figures, seeds
+    from keras_bp.report.published import PUBLISHED
+    from keras_bp.runtime import atomic
+    from keras_bp.runtime.runlock import RunLock
+    from keras_bp.speed import bench
+    from keras_bp.training import runs
 
     start = perf_counter()
     mnist = data.mnist_arrays(args.train_samples)
     (x, y), _ = mnist
     with RunLock(out):
         # Train every trainer once per seed, or reuse the finished runs.
-        results, reused = report.train_all(
+        results, reused = seeds.train_all(
             mnist, out, args.seeds, args.epochs, args.train_samples, args.fresh
         )
 
         # Measure what the figures need beside the runs.
         overfitting = None
         if args.overfit_epochs:
-            overfitting = report.overfitting_run(mnist, out, args.overfit_epochs, fresh=args.fresh)
-        parity = report.parity_curves(x, y, args.parity_steps) if args.parity_steps else None
+            overfitting = seeds.overfitting_run(mnist, out, args.overfit_epochs, fresh=args.fresh)
+        parity = seeds.parity_curves(x, y, args.parity_steps) if args.parity_steps else None
         print("gradient check: every hand-written gradient against the tape and numerically")
-        samples, gradients = report.gradient_errors()
-        speed = report.speed_rows(args.bench)
+        samples, gradients = seeds.gradient_errors()
+        speed = seeds.speed_rows(args.bench)
 
         # Numbers, text and figures.
         settings = {
@@ -82,9 +86,7 @@ def main():
             "reused_runs": reused,
         }
         machine = {"cpu": bench.cpu_description(), "versions": runs.versions()}
-        numbers = report_document.build(
-            results, settings, machine, overfitting, parity, gradients, speed
-        )
+        numbers = document.build(results, settings, machine, overfitting, parity, gradients, speed)
         atomic.write_json(out / "report.json", numbers)
         drawn = [
             figures.learning_curves(
@@ -117,7 +119,7 @@ def main():
                 )
             )
         # The text embeds, and --docs receives, only the figures drawn by this run.
-        text = report_document.markdown(numbers, [p.name for p in drawn])
+        text = document.markdown(numbers, [p.name for p in drawn])
         atomic.write_bytes(out / "report.md", text.encode())
         written = [out / "report.md", *drawn]
         if args.docs:

@@ -19,7 +19,7 @@ the epoch and step, exit code 1, and nothing saved over the last good backup.
 """
 
 from keras_bp import cli
-from keras_bp.walltime import WallClock
+from keras_bp.runtime.walltime import WallClock
 
 
 def main():
@@ -28,7 +28,8 @@ def main():
     config = cli.config_from_args(args, "fit")
     cli.check_out_dir(config.out)  # bad input fails fast, before TensorFlow starts
     cli.start_tensorflow(args.verbose)
-    from keras_bp import data, distribute, recipe, reproducible
+    from keras_bp import data
+    from keras_bp.training import distribute, recipe, reproducible
 
     settings = reproducible.configure(config.seed, config.deterministic)
     distribute.strategy_for(config)  # before any TensorFlow op: devices, collectives

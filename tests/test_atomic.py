@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from keras_bp import atomic
+from keras_bp.runtime import atomic
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

@@ -12,7 +12,8 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_bp import backprop, gradcheck
+from keras_bp import backprop
+from keras_bp.checks import gradcheck
 
 DTYPES = ["float64", "float32"]
 ACTIVATIONS = sorted(backprop.ACTIVATIONS)

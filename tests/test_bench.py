@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_bp import bench, floors
+from keras_bp.speed import bench, floors
 
 
 def test_matmul_flops_counts_the_five_products_of_a_step():

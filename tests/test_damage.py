@@ -4,13 +4,13 @@ each damaged file; when none is intact, one line says so and that --fresh starts
 import pytest
 from conftest import Killed, die_after
 
-from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.config import FitConfig, LoopConfig, Speed
-from keras_bp.errors import UsageError
-from keras_bp.fit_backup import BackupDigests
-from keras_bp.loop import train_loop
-from keras_bp.recipe import train_fit
-from keras_bp.runlog import resume_dir
+from keras_bp.runtime.errors import UsageError
+from keras_bp.training.checkpoints import RunCheckpoint
+from keras_bp.training.fit_backup import BackupDigests
+from keras_bp.training.loop import train_loop
+from keras_bp.training.recipe import train_fit
+from keras_bp.training.runlog import resume_dir
 
 # 256 samples, batch 24: 11 steps an epoch. The loop saves at (0, 6), (0, 10), (1, 0), ...
 LOOP = dict(gradients="manual", epochs=2, batch_size=24, seed=5, checkpoint_every=4, speed=Speed(3))

@@ -8,7 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_bp import data, mnist_mirror
+from keras_bp import data
+from keras_bp.data import mnist_mirror
 
 
 def _sha(a):

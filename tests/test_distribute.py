@@ -1,4 +1,4 @@
-"""Data-parallel training (`keras_bp.distribute`) holds to one device's, step for step.
+"""Data-parallel training (`keras_bp.training.distribute`) holds to one device's, step for step.
 
 Logical devices and a cluster's collectives can be set up only before TensorFlow runs its first
 op, so each distributed run is a fresh interpreter: `python -c` with a script below. Two replicas
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_script
 
-from keras_bp.errors import UsageError
+from keras_bp.runtime.errors import UsageError
 
 BOUND = 1e-6  # largest |Δw| allowed between 2 replicas and one device
 
@@ -28,14 +28,14 @@ BOUND = 1e-6  # largest |Δw| allowed between 2 replicas and one device
 MIRRORED = r"""
 import json
 import numpy as np
-from keras_bp.distribute import DistributedSteps, is_chief, mirrored, worker_count
+from keras_bp.training.distribute import DistributedSteps, is_chief, mirrored, worker_count
 strategy = mirrored(2)  # before any TensorFlow op
 import tensorflow as tf
-from keras_bp.batches import epoch_permutation
-from keras_bp.compiled import CompiledSteps
+from keras_bp.data.batches import epoch_permutation
+from keras_bp.training.compiled import CompiledSteps
 from keras_bp.data import mnist_arrays
 from keras_bp.gradients import make_source
-from keras_bp.parity import max_abs_difference
+from keras_bp.checks.parity import max_abs_difference
 
 (x_train, y_train), _ = mnist_arrays(train_samples=4 * 128 + 97)
 x, y = tf.constant(x_train), tf.constant(y_train)
@@ -73,8 +73,8 @@ TOO_LATE = r"""
 import json
 import os
 import tensorflow as tf
-from keras_bp.distribute import configure_replicas, multi_worker
-from keras_bp.errors import UsageError
+from keras_bp.training.distribute import configure_replicas, multi_worker
+from keras_bp.runtime.errors import UsageError
 tf.constant(1.0) + 1  # TensorFlow has started
 os.environ["TF_CONFIG"] = json.dumps(
     {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}
@@ -120,7 +120,7 @@ def test_two_mirrored_replicas_train_as_one_device():
 
 def test_a_batch_that_does_not_split_is_refused():
     """Checked in Python before anything runs, so a stand-in for a 2-replica strategy will do."""
-    from keras_bp.distribute import DistributedSteps
+    from keras_bp.training.distribute import DistributedSteps
 
     two_replicas = SimpleNamespace(num_replicas_in_sync=2)
     with pytest.raises(ValueError, match="global batch of 127 does not split evenly over 2"):
@@ -157,8 +157,8 @@ WORKER_SHAPE = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker"
     ],
 )
 def test_a_bad_tf_config_is_one_line(monkeypatch, text, message):
-    from keras_bp import cluster
-    from keras_bp.distribute import multi_worker
+    from keras_bp.runtime import cluster
+    from keras_bp.training.distribute import multi_worker
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     if text is not None:
@@ -172,14 +172,14 @@ def test_a_bad_tf_config_is_one_line(monkeypatch, text, message):
 
 
 def test_a_good_tf_config_is_read():
-    from keras_bp import cluster
+    from keras_bp.runtime import cluster
 
     assert cluster.read(json.dumps(WORKER_SHAPE)) == WORKER_SHAPE
 
 
 def test_each_task_writes_its_own_directory_and_the_chief_the_run(monkeypatch, tmp_path):
-    from keras_bp import cluster
     from keras_bp.config import LoopConfig
+    from keras_bp.runtime import cluster
 
     config = LoopConfig(strategy="multi-worker", out=tmp_path)
     tasks = {
@@ -200,14 +200,14 @@ def test_each_task_writes_its_own_directory_and_the_chief_the_run(monkeypatch, t
 
 HUNDRED_STEPS = r"""
 import json
-from keras_bp.distribute import DistributedSteps, mirrored
+from keras_bp.training.distribute import DistributedSteps, mirrored
 strategy = mirrored(2)
 import tensorflow as tf
-from keras_bp.batches import epoch_permutation
-from keras_bp.compiled import CompiledSteps
+from keras_bp.data.batches import epoch_permutation
+from keras_bp.training.compiled import CompiledSteps
 from keras_bp.data import mnist_arrays
 from keras_bp.gradients import make_source
-from keras_bp.parity import max_abs_difference
+from keras_bp.checks.parity import max_abs_difference
 
 (x_train, y_train), _ = mnist_arrays()
 x, y = tf.constant(x_train), tf.constant(y_train)
@@ -249,15 +249,15 @@ def test_a_hundred_steps_on_two_replicas_stay_with_one_device():
 # see the 100-step test on why a long run may leave the bound.
 WORKER = r"""
 import json
-from keras_bp.distribute import DistributedSteps, is_chief, multi_worker, worker_count
+from keras_bp.training.distribute import DistributedSteps, is_chief, multi_worker, worker_count
 strategy = multi_worker()  # before any TensorFlow op
 import tensorflow as tf
-from keras_bp.batches import epoch_chunks, epoch_permutation
-from keras_bp.compiled import CompiledSteps
+from keras_bp.data.batches import epoch_chunks, epoch_permutation
+from keras_bp.training.compiled import CompiledSteps
 from keras_bp.data import mnist_arrays
 from keras_bp.gradients import make_source
 from keras_bp.model import weights_digest
-from keras_bp.parity import max_abs_difference
+from keras_bp.checks.parity import max_abs_difference
 
 (x_train, y_train), _ = mnist_arrays(train_samples=5 * 128 + 97)
 x, y = tf.constant(x_train), tf.constant(y_train)

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from conftest import Killed, die_after
 
-from keras_bp import runs
-from keras_bp.checkpoints import RunCheckpoint
-from keras_bp.compiled import CompiledSteps
 from keras_bp.config import FitConfig, LoopConfig, Speed, validation_samples
 from keras_bp.data import hold_out, preprocess
-from keras_bp.early_stopping import Rule, replay
-from keras_bp.fit_guards import StopOnNonFinite
-from keras_bp.loop import train_loop
-from keras_bp.recipe import train_fit
-from keras_bp.runlog import RunLog, resume_dir
+from keras_bp.training import runs
+from keras_bp.training.checkpoints import RunCheckpoint
+from keras_bp.training.compiled import CompiledSteps
+from keras_bp.training.early_stopping import Rule, replay
+from keras_bp.training.fit_guards import StopOnNonFinite
+from keras_bp.training.loop import train_loop
+from keras_bp.training.recipe import train_fit
+from keras_bp.training.runlog import RunLog, resume_dir
 
 NAN = float("nan")
 # Validation losses, one per epoch.

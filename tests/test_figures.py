@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-from keras_bp import figures
+from keras_bp.report import figures
 
 
 def history(epochs=3, shift=0.0):

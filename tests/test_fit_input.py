@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from conftest import make_synthetic_data
 
-from keras_bp import recipe
-from keras_bp.batches import epoch_batches, epoch_permutation
 from keras_bp.config import FitConfig, LoopConfig, Speed
-from keras_bp.fit_input import EpochOrder
-from keras_bp.loop import train_loop
-from keras_bp.recipe import train_fit
+from keras_bp.data.batches import epoch_batches, epoch_permutation
+from keras_bp.training import recipe
+from keras_bp.training.fit_input import EpochOrder
+from keras_bp.training.loop import train_loop
+from keras_bp.training.recipe import train_fit
 
 SEED, BATCH = 5, 24  # 256 training images: 10 full batches and one of 16
 

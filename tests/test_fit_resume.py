@@ -9,11 +9,11 @@ import time
 import pytest
 from conftest import ROOT, Killed, die_after, run_script
 
-from keras_bp import fit_guards
 from keras_bp.config import FitConfig
-from keras_bp.fit_backup import BackupDigests
-from keras_bp.recipe import train_fit
-from keras_bp.runlog import resume_dir
+from keras_bp.training import fit_guards
+from keras_bp.training.fit_backup import BackupDigests
+from keras_bp.training.recipe import train_fit
+from keras_bp.training.runlog import resume_dir
 
 
 def train_fit_killed_after_epoch(config, data, monkeypatch, epochs_done):
@@ -66,7 +66,8 @@ def test_killed_mid_epoch_and_rerun_ends_bit_identical_under_deterministic(tmp_p
 
     Measured (Keras 3.15, TensorFlow 2.21, CPU): bit-identical, the same `weights_sha256` as
     the uninterrupted run. With a seed set, Keras shuffles every epoch in the same order, so the
-    restarted process replays the order the uninterrupted one used (see `keras_bp.fit_guards`).
+    restarted process replays the order the uninterrupted one used (see
+    `keras_bp.training.fit_guards`).
     """
     args = ["scripts/train.py", "--train-samples", "6000", "--epochs", "3", "--deterministic"]
 

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
-from keras_bp import gradients, optimizers, parity
+from keras_bp import gradients, optimizers
+from keras_bp.checks import parity
 from keras_bp.config import Speed
 from keras_bp.fused import FusedRMSprop
 from keras_bp.model import build_model

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from test_backprop import all_cases
 
-from keras_bp import backprop, gradcheck
+from keras_bp import backprop
+from keras_bp.checks import gradcheck
 
 LABELS = {"float32 vs tape", "float64 vs tape", "float64 vs numerical"}
 

@@ -9,13 +9,13 @@ from dataclasses import replace
 import pytest
 from conftest import Killed, die_after, make_synthetic_data
 
-from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.config import FitConfig, LoopConfig, Speed
-from keras_bp.errors import UsageError
-from keras_bp.fit_backup import BackupDigests
-from keras_bp.loop import train_loop
-from keras_bp.recipe import train_fit
-from keras_bp.runlog import resume_dir
+from keras_bp.runtime.errors import UsageError
+from keras_bp.training.checkpoints import RunCheckpoint
+from keras_bp.training.fit_backup import BackupDigests
+from keras_bp.training.loop import train_loop
+from keras_bp.training.recipe import train_fit
+from keras_bp.training.runlog import resume_dir
 
 FIT = FitConfig(epochs=2, batch_size=24, seed=5, speed=Speed(steps_per_call=3))
 LOOP = LoopConfig(gradients="manual", epochs=2, batch_size=24, seed=5, speed=Speed(3))
@@ -118,7 +118,7 @@ def test_fresh_starts_over_with_the_changed_setting(trainer, tmp_path):
 def test_a_run_that_saved_nothing_does_not_block_the_next(tmp_path):
     """A loop that diverges before its first checkpoint leaves only `run.json`: the rerun with
     a smaller learning rate trains, rather than being refused as another run."""
-    from keras_bp.errors import NonFiniteLoss
+    from keras_bp.runtime.errors import NonFiniteLoss
 
     config = replace(LOOP, out=tmp_path, optimizer="sgd", learning_rate=1e30)
     with pytest.raises(NonFiniteLoss, match="no checkpoint had been saved yet"):

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from keras_bp import loop, runlog
-from keras_bp.compiled import CompiledSteps
 from keras_bp.config import LoopConfig, Speed
-from keras_bp.errors import Interrupted, UsageError
-from keras_bp.interrupts import StopRequest, stop_requests
-from keras_bp.runlock import RunLock
+from keras_bp.runtime.errors import Interrupted, UsageError
+from keras_bp.runtime.interrupts import StopRequest, stop_requests
+from keras_bp.runtime.runlock import RunLock
+from keras_bp.training import loop, runlog
+from keras_bp.training.compiled import CompiledSteps
 
 # 256 samples, batch 24: calls of 3 steps, 3, 3, 1 (step 10), then the partial batch of 16.
 CONFIG = dict(gradients="manual", epochs=2, batch_size=24, seed=5, speed=Speed(3))

@@ -1,8 +1,11 @@
-"""The package's layers point only down, and the README's layout names every module.
+"""The package's layers point only down, and the docs' layout page names every module.
 
-Layers, from the bottom: the foundation (no TensorFlow), the maths, the data, the training
-machinery, the checks, and the command line at the edge. A module may import from its own layer
-and the layers below it, never from above: the library never imports `keras_bp.cli`.
+The top of `keras_bp/` holds the lesson and the public API; every tool around it is a subpackage
+named for its job. Each top-level module and each subpackage sits in one layer, from the bottom:
+the runtime plumbing (no TensorFlow), the settings, the maths, the data, the lesson's loop and
+gradient sources, the training machinery, the checks and speed, the report, and the command line
+at the edge. A unit may import from its own layer and the layers below it, never from above:
+the library never imports `keras_bp.cli`.
 """
 
 import ast
@@ -13,93 +16,72 @@ import pytest
 from conftest import ROOT
 
 LAYERS = {
-    "foundation": [
-        "errors",
-        "atomic",
-        "config",
-        "runlock",
-        "interrupts",
-        "tensorflow_start",
-        "published",
-        "cluster",
-        "walltime",
-    ],
+    "runtime": ["runtime"],
+    "settings": ["config"],
     "maths": ["backprop", "fused", "optimizers", "layers", "model", "saving"],
-    "data": ["data", "mnist_mirror", "batches"],
-    "training": [
-        "gradients",
-        "reference",
-        "compiled",
-        "checkpoints",
-        "runlog",
-        "loop",
-        "fit_guards",
-        "fit_backup",
-        "fit_input",
-        "early_stopping",
-        "summaries",
-        "distribute",
-        "recipe",
-        "runs",
-        "reproducible",
-    ],
-    "checks": [
-        "gradcheck",
-        "parity",
-        "floors",
-        "bench",
-        "stats",
-        "figures",
-        "report",
-        "report_document",
-        "op_times",
-        "profiling",
-    ],
-    "edge": ["cli", "commands", "__main__"],
+    "data": ["data"],
+    "lesson loop": ["gradients", "reference"],
+    "training": ["training"],
+    "checks": ["checks", "speed"],
+    "report": ["report"],
+    "edge": ["cli", "__main__"],
 }
-LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
+LEVEL = {unit: i for i, units in enumerate(LAYERS.values()) for unit in units}
 PACKAGE = ROOT / "keras_bp"
 
 
-def imported_modules(path):
-    """The keras_bp modules `path` imports, at the top or inside a function."""
+def unit_of(path):
+    """The layer unit a file belongs to: its subpackage, or its own name at the top level."""
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def imported_units(path):
+    """The keras_bp units `path` imports, at the top or inside a function."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            # `from .loop import x` and `from . import loop` count as keras_bp imports too.
-            module = ("keras_bp." if node.level else "") + (node.module or "")
-            names = [module] + [f"{module.rstrip('.')}.{alias.name}" for alias in node.names]
+            if node.level:  # keras_bp imports absolutely; a relative import would hide a layer
+                raise AssertionError(f"{path}: relative import of {node.module!r}")
+            module = node.module or ""
+            names = [module] + [f"{module}.{alias.name}" for alias in node.names]
         else:
             continue
         found |= {n.split(".")[1] for n in names if n.startswith("keras_bp.")}
     return found & set(LEVEL)
 
 
-def test_every_module_has_a_layer():
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
-    assert modules == set(LEVEL)
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
 
 
-@pytest.mark.parametrize("module", sorted(LEVEL))
-def test_imports_point_down(module):
+def test_the_top_level_is_the_lesson_and_a_handful_of_subpackages():
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert top | subpackages == set(LEVEL)
+    assert len(subpackages) <= 8
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down(path):
+    unit = unit_of(path)
     above = {
-        imported: next(name for name, mods in LAYERS.items() if imported in mods)
-        for imported in imported_modules(PACKAGE / f"{module}.py")
-        if LEVEL[imported] > LEVEL[module]
+        imported: next(name for name, units in LAYERS.items() if imported in units)
+        for imported in imported_units(path)
+        if LEVEL[imported] > LEVEL[unit]
     }
-    assert not above, f"{module} imports from layers above it: {above}"
+    assert not above, f"{unit} imports from layers above it: {above}"
 
 
 def test_the_checker_sees_an_upward_import(tmp_path):
     """The check can fail: a maths module importing the loop is caught."""
     bad = tmp_path / "backprop.py"
-    bad.write_text("def f():\n    from keras_bp.loop import train_loop\n")
-    assert imported_modules(bad) == {"loop"}
-    bad.write_text("from .recipe import train_fit\nfrom . import parity\n")
-    assert imported_modules(bad) == {"recipe", "parity"}
-    assert LEVEL["loop"] > LEVEL["backprop"]
+    bad.write_text("def f():\n    from keras_bp.training.loop import train_loop\n")
+    assert imported_units(bad) == {"training"}
+    bad.write_text("from keras_bp.training import recipe\nfrom keras_bp.checks import parity\n")
+    assert imported_units(bad) == {"training", "checks"}
+    assert LEVEL["training"] > LEVEL["backprop"]
 
 
 def test_the_command_line_starts_without_tensorflow():
@@ -110,8 +92,9 @@ def test_the_command_line_starts_without_tensorflow():
     assert proc.stdout.strip() == "[]"
 
 
-def test_the_readme_layout_names_every_module():
-    readme = (ROOT / "README.md").read_text()
-    layout = readme[readme.index("## Layout") :]
-    missing = [m for m in LEVEL if f"{m}.py" not in layout]
-    assert not missing, f"README's layout section does not name {missing}"
+def test_the_layout_page_names_every_module():
+    layout = (ROOT / "docs" / "layout.md").read_text()
+    names = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    names |= {f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    missing = sorted(n for n in names if n.split("/")[-1] not in layout and n not in layout)
+    assert not missing, f"docs/layout.md does not name {missing}"

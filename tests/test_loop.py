@@ -8,13 +8,14 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
-from keras_bp import gradients, parity
-from keras_bp.batches import epoch_chunks, epoch_permutation
-from keras_bp.compiled import CompiledSteps
+from keras_bp import gradients
+from keras_bp.checks import parity
 from keras_bp.config import LoopConfig, Speed
 from keras_bp.data import preprocess
-from keras_bp.loop import train_loop
-from keras_bp.runs import RUN_KEYS
+from keras_bp.data.batches import epoch_chunks, epoch_permutation
+from keras_bp.training.compiled import CompiledSteps
+from keras_bp.training.loop import train_loop
+from keras_bp.training.runs import RUN_KEYS
 
 
 def test_permutation_is_a_function_of_seed_and_epoch():

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_bp import backprop, gradcheck
+from keras_bp import backprop
+from keras_bp.checks import gradcheck
 from keras_bp.data import preprocess
 from keras_bp.layers import ManualDense
 from keras_bp.model import build_model, weights_digest

@@ -7,7 +7,7 @@ chunks (4 steps per call) to differ from the trajectories' one-step chunks.
 import numpy as np
 import pytest
 
-from keras_bp import parity
+from keras_bp.checks import parity
 from keras_bp.config import LOOP_SPEED, Speed
 
 PAIRS = ["fit vs tape", "fit vs manual", "tape vs manual"]

@@ -6,7 +6,7 @@ import pytest
 from conftest import run_script
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from keras_bp import op_times, profiling
+from keras_bp.speed import op_times, profiling
 
 US = 1_000_000  # picoseconds, the trace's unit
 START_NS = 1_700_000_000_000_000_000  # the profile's start, ns since the epoch

@@ -9,12 +9,12 @@ from conftest import run_script
 
 from keras_bp import saving
 from keras_bp.config import FitConfig, Speed
-from keras_bp.errors import InputError, NonFiniteLoss
 from keras_bp.model import build_model, weights_digest
-from keras_bp.recipe import train_fit
-from keras_bp.runlock import LOCK_NAME
-from keras_bp.runlog import resume_dir
-from keras_bp.runs import RUN_KEYS
+from keras_bp.runtime.errors import InputError, NonFiniteLoss
+from keras_bp.runtime.runlock import LOCK_NAME
+from keras_bp.training.recipe import train_fit
+from keras_bp.training.runlog import resume_dir
+from keras_bp.training.runs import RUN_KEYS
 
 
 def test_model_is_the_seeds_exactly():
@@ -187,7 +187,7 @@ def write_backup_identity(out, epochs):
     """Leave in `out` what a killed `make train` run of `epochs` epochs leaves: its identity,
     and a backup (a stand-in: it is refused or deleted before Keras reads it)."""
     from keras_bp.data import data_fingerprint, mnist_arrays
-    from keras_bp.runlog import RunLog, run_identity
+    from keras_bp.training.runlog import RunLog, run_identity
 
     (x, y), _ = mnist_arrays()
     config = FitConfig(epochs=epochs, out=out)

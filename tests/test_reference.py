@@ -12,7 +12,7 @@ import pytest
 from keras_bp import gradients, reference
 from keras_bp.config import LoopConfig, Speed
 from keras_bp.data import preprocess
-from keras_bp.loop import train_loop
+from keras_bp.training.loop import train_loop
 
 EPOCHS, BATCH, SEED = 2, 96, 3
 

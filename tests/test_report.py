@@ -10,9 +10,10 @@ import pytest
 from conftest import run_script
 from matplotlib import image
 
-from keras_bp import cli, report
+from keras_bp import cli
 from keras_bp.config import LoopConfig
-from keras_bp.published import PUBLISHED
+from keras_bp.report import seeds
+from keras_bp.report.published import PUBLISHED
 
 FIGURES = {
     "learning_curves.png",
@@ -41,10 +42,10 @@ def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
     assert "[8/8] fit --keras-shuffle, seed 1" in result.stdout  # progress names each run
 
     numbers = json.loads((out / "report.json").read_text())
-    assert set(numbers["trainers"]) == set(report.TRAINERS)
+    assert set(numbers["trainers"]) == set(seeds.TRAINERS)
     for label, trainer in numbers["trainers"].items():
         for seed, run in zip([0, 1], trainer["runs"], strict=True):
-            metrics = json.loads((report.run_dir(out, label, seed) / "metrics.json").read_text())
+            metrics = json.loads((seeds.run_dir(out, label, seed) / "metrics.json").read_text())
             assert run["seed"] == metrics["seed"] == seed
             assert run["test_accuracy"] == metrics["test_accuracy"]
             assert run["history"] == metrics["history"]
@@ -54,7 +55,7 @@ def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
     assert numbers["published"]["test_accuracy"] == PUBLISHED.test_accuracy
     assert numbers["speed"] is None  # no bench run to read
     assert numbers["overfitting"]["epochs"] == 3
-    assert set(numbers["parity"]) == set(report.PARITY_SPEEDS)
+    assert set(numbers["parity"]) == set(seeds.PARITY_SPEEDS)
 
     text = (out / "report.md").read_text()
     fit = numbers["trainers"]["fit"]["test_accuracy"]
@@ -71,7 +72,7 @@ def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
 
 
 def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
-    config = replace(report.TRAINERS["tape"], epochs=1, seed=3, out=tmp_path)
+    config = replace(seeds.TRAINERS["tape"], epochs=1, seed=3, out=tmp_path)
     metrics = {
         "trainer": "tape",
         "epochs": 1,
@@ -82,20 +83,20 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
         "speed": {"steps_per_call": 52, "xla": False, "fused": False},  # the recipe's update
     }
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    assert report.finished(tmp_path, config, 1500) == metrics
+    assert seeds.finished(tmp_path, config, 1500) == metrics
     shipped = replace(config, speed=LoopConfig().speed)  # RMSprop fused: another computation
-    assert report.finished(tmp_path, shipped, 1500) is None
-    assert report.finished(tmp_path, config, 3000) is None  # other data
-    assert report.finished(tmp_path, replace(config, epochs=2), 1500) is None
-    assert report.finished(tmp_path, replace(config, seed=4), 1500) is None
-    fit = replace(report.TRAINERS["fit --keras-shuffle"], epochs=1, seed=3, out=tmp_path)
-    assert report.finished(tmp_path, fit, 1500) is None  # another trainer
+    assert seeds.finished(tmp_path, shipped, 1500) is None
+    assert seeds.finished(tmp_path, config, 3000) is None  # other data
+    assert seeds.finished(tmp_path, replace(config, epochs=2), 1500) is None
+    assert seeds.finished(tmp_path, replace(config, seed=4), 1500) is None
+    fit = replace(seeds.TRAINERS["fit --keras-shuffle"], epochs=1, seed=3, out=tmp_path)
+    assert seeds.finished(tmp_path, fit, 1500) is None  # another trainer
     (tmp_path / "metrics.json").write_text("{trunc")
-    assert report.finished(tmp_path, config, 1500) is None
+    assert seeds.finished(tmp_path, config, 1500) is None
 
 
 def test_a_finished_run_with_early_stopping_is_reused_for_the_same_patience(tmp_path):
-    config = replace(report.TRAINERS["tape"], epochs=30, early_stopping=30, out=tmp_path)
+    config = replace(seeds.TRAINERS["tape"], epochs=30, early_stopping=30, out=tmp_path)
     metrics = {
         "trainer": "tape",
         "epochs": 30,
@@ -106,9 +107,9 @@ def test_a_finished_run_with_early_stopping_is_reused_for_the_same_patience(tmp_
         "speed": {"steps_per_call": 52, "xla": False, "fused": False},
     }
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    assert report.finished(tmp_path, config, 60000) == metrics
-    assert report.finished(tmp_path, replace(config, early_stopping=3), 60000) is None
-    assert report.finished(tmp_path, replace(config, early_stopping=None), 60000) is None
+    assert seeds.finished(tmp_path, config, 60000) == metrics
+    assert seeds.finished(tmp_path, replace(config, early_stopping=3), 60000) is None
+    assert seeds.finished(tmp_path, replace(config, early_stopping=None), 60000) is None
 
 
 def test_seeds_are_a_count_or_a_range():
@@ -142,7 +143,7 @@ def test_the_default_report_reproduces_the_published_accuracy(tmp_path):
         check_figure(out / name)
     for seed in range(5):  # the same batches in the same order, the same graph: the same bits
         fit, tape = (
-            json.loads((report.run_dir(out, label, seed) / "metrics.json").read_text())
+            json.loads((seeds.run_dir(out, label, seed) / "metrics.json").read_text())
             for label in ("fit", "tape")
         )
         assert fit["weights_sha256"] == tape["weights_sha256"], seed
@@ -161,7 +162,7 @@ def test_the_speed_rows_read_floors_first_then_each_trainer_shipped_first(tmp_pa
     ]
     rows = {name: {"x_matmul_floor": 2.0, "x_training_floor": 1.5} for name in names}
     (tmp_path / "bench.json").write_text(json.dumps({"machine": "Test CPU", "rows": rows}))
-    speed = report.speed_rows(tmp_path / "bench.json")
+    speed = seeds.speed_rows(tmp_path / "bench.json")
     assert [name for name, _, _ in speed["rows"]] == [
         "training floor, XLA",
         "fit: make train (the recipe as is)",
@@ -171,4 +172,4 @@ def test_the_speed_rows_read_floors_first_then_each_trainer_shipped_first(tmp_pa
         "manual loop: make manual",
         "manual loop: --xla",
     ]
-    assert report.speed_rows(tmp_path / "missing.json") is None
+    assert seeds.speed_rows(tmp_path / "missing.json") is None

@@ -11,13 +11,13 @@ import pytest
 import tensorflow as tf
 from conftest import LOOP_RUN, ROOT, Killed, die_after
 
-from keras_bp import loop
-from keras_bp.checkpoints import RunCheckpoint
 from keras_bp.config import FitConfig, LoopConfig, Speed
-from keras_bp.errors import NonFiniteLoss
-from keras_bp.loop import train_loop
-from keras_bp.recipe import train_fit
-from keras_bp.runlog import RunLog, resume_dir
+from keras_bp.runtime.errors import NonFiniteLoss
+from keras_bp.training import loop
+from keras_bp.training.checkpoints import RunCheckpoint
+from keras_bp.training.loop import train_loop
+from keras_bp.training.recipe import train_fit
+from keras_bp.training.runlog import RunLog, resume_dir
 
 
 def _config(out, kind="manual", **kwargs):

@@ -9,8 +9,8 @@ import time
 import pytest
 from conftest import LOOP_RUN, ROOT, run_script
 
-from keras_bp.runlock import LOCK_NAME
-from keras_bp.runlog import resume_dir
+from keras_bp.runtime.runlock import LOCK_NAME
+from keras_bp.training.runlog import resume_dir
 
 
 def start(script, *args):

@@ -6,11 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_bp import loop, saving
+from keras_bp import saving
 from keras_bp.config import FitConfig, LoopConfig, Speed
 from keras_bp.layers import ManualDense
 from keras_bp.model import build_model, weights_digest
-from keras_bp.recipe import train_fit
+from keras_bp.training import loop
+from keras_bp.training.recipe import train_fit
 
 
 def saved_by_train_fit(tmp_path, data):

@@ -9,8 +9,8 @@ import pytest
 from conftest import ROOT
 from scipy import stats as scipy_stats
 
-from keras_bp.published import PUBLISHED
-from keras_bp.stats import contains, describe_difference, distinguishable, summarize, welch
+from keras_bp.report.published import PUBLISHED
+from keras_bp.report.stats import contains, describe_difference, distinguishable, summarize, welch
 
 T_975_4 = 2.7764451051977987  # t_0.975 with 4 degrees of freedom, from a t table: 2.776
 SEEDS = [0.978, 0.980, 0.976, 0.979, 0.977]
@@ -182,7 +182,7 @@ def test_the_published_figure_and_its_source():
 
 
 def test_published_imports_only_the_standard_library():
-    tree = ast.parse((ROOT / "keras_bp" / "published.py").read_text())
+    tree = ast.parse((ROOT / "keras_bp" / "report" / "published.py").read_text())
     imported = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)

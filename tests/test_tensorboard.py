@@ -15,9 +15,9 @@ from conftest import make_synthetic_data
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from keras_bp.config import FitConfig, LoopConfig, Speed
-from keras_bp.loop import train_loop
-from keras_bp.recipe import train_fit
-from keras_bp.summaries import RUNS
+from keras_bp.training.loop import train_loop
+from keras_bp.training.recipe import train_fit
+from keras_bp.training.summaries import RUNS
 
 EPOCHS = 2
 # Patience beyond the epochs: validation is held out, and every epoch runs.

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from keras_bp import walltime
-from keras_bp.walltime import WallClock
+from keras_bp.runtime import walltime
+from keras_bp.runtime.walltime import WallClock
 
 
 def test_laps_add_up_and_a_part_moves_between_phases():

@@ -13,7 +13,9 @@ LOSS_LINE = re.compile(r"^step (\d+): loss = (\S+)$", re.MULTILINE)
 def test_worked_example_hand_gradients_match_tape():
     proc = run_script("scripts/worked_example.py", timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""  # none of TensorFlow's start-up lines (keras_bp.tensorflow_start)
+    assert (
+        proc.stderr == ""
+    )  # none of TensorFlow's start-up lines (keras_bp.runtime.tensorflow_start)
     gradients = GRADIENT_LINE.findall(proc.stdout)
     assert [name for name, _, _ in gradients] == ["w1", "w2", "b"]
     by_hand = np.array([float(h) for _, h, _ in gradients])

@@ -48,7 +48,7 @@ def _without_matplotlib():
     """Import TensorFlow without matplotlib: Keras imports `matplotlib.pyplot` as TensorFlow loads
     it, only for its image-gallery plots, which keras_bp's commands never draw, and that costs
     about 0.5 s of every command's start. Inside this block `import matplotlib` fails, as if it
-    were not installed; after it, `keras_bp.figures` imports matplotlib as usual."""
+    were not installed; after it, `keras_bp.report.figures` imports matplotlib as usual."""
     if "matplotlib" in sys.modules:
         yield
         return

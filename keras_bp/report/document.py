@@ -1,14 +1,14 @@
 """The reproduction report's numbers (`report.json`) and its text (`report.md`).
 
-`build` computes every number from the runs of `keras_bp.report`; `markdown` only formats what
+`build` computes every number from the runs of `keras_bp.report.seeds`; `markdown` only formats what
 `build` returned, so the text never shows a number `report.json` lacks.
 """
 
 import numpy as np
 
-from keras_bp import stats
-from keras_bp.published import PUBLISHED
-from keras_bp.runs import markdown_table
+from keras_bp.report import stats
+from keras_bp.report.published import PUBLISHED
+from keras_bp.training.runs import markdown_table
 
 METRICS = ("test_accuracy", "test_loss")
 # The comparisons the report makes: the three trainers pairwise, and the seeded recipe's order
@@ -34,10 +34,10 @@ def build(results, settings, machine, overfitting, parity, gradients, speed):
     """Every number of the report, JSON-ready: `report.json`.
 
     Args:
-        results: `{trainer: [metrics.json of each seed]}` (`keras_bp.report.train_all`).
+        results: `{trainer: [metrics.json of each seed]}` (`keras_bp.report.seeds.train_all`).
         settings: `{"seeds", "epochs", "train_samples", "seconds", "reused_runs"}`.
         machine: `{"cpu", "versions"}`.
-        overfitting, parity, gradients, speed: `keras_bp.report`'s, or `None` when skipped.
+        overfitting, parity, gradients, speed: `keras_bp.report.seeds`'s, or `None` when skipped.
     """
     trainers = {}
     for label, runs in results.items():

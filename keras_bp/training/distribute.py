@@ -20,10 +20,10 @@ under the strategy's scope, so that its variables and its optimizer's are mirror
 import numpy as np
 import tensorflow as tf
 
-from keras_bp import cluster
-from keras_bp.compiled import step_signature
-from keras_bp.errors import UsageError
 from keras_bp.gradients import GradientSource, TapeGradients, count_correct
+from keras_bp.runtime import cluster
+from keras_bp.runtime.errors import UsageError
+from keras_bp.training.compiled import step_signature
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -82,7 +82,8 @@ def worker_count(strategy):
 
 
 class DistributedSteps:
-    """`run(x, y, indices)`: `keras_bp.compiled.CompiledSteps` with each batch split over replicas.
+    """`run(x, y, indices)`: `CompiledSteps` (`keras_bp.training.compiled`), each batch split over
+    replicas.
 
     All steps of a chunk run in one `tf.function` call: a `tf.while_loop` calls `strategy.run`
     once per step, so the all-reduce is inside the graph. Replica r of R takes rows

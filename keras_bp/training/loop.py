@@ -2,8 +2,8 @@
 
 Read `keras_bp.reference` first: it is this loop in the keras-io guide's shape, one batch per
 Python iteration. This is the same loop made fast and safe: the batches of an epoch run in
-compiled chunks (`keras_bp.compiled`); between chunks it updates the progress bar, stops on a
-non-finite loss, and checkpoints (`keras_bp.checkpoints`), so a kill loses nothing.
+compiled chunks (`keras_bp.training.compiled`); between chunks it updates the progress bar, stops on
+a non-finite loss, and checkpoints (`keras_bp.training.checkpoints`), so a kill loses nothing.
 """
 
 import contextlib
@@ -14,18 +14,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bp import cluster, distribute, runs
-from keras_bp.batches import epoch_chunks, epoch_permutation
-from keras_bp.checkpoints import RunCheckpoint
-from keras_bp.compiled import CompiledSteps
 from keras_bp.config import LoopConfig, steps_per_epoch
-from keras_bp.distribute import DistributedSteps
-from keras_bp.early_stopping import BestWeights, replay
-from keras_bp.errors import Interrupted, NonFiniteLoss
+from keras_bp.data.batches import epoch_chunks, epoch_permutation
 from keras_bp.gradients import make_source
-from keras_bp.runlog import resume_dir, resume_message, resumed_at, start_run
-from keras_bp.summaries import EpochSummaries
-from keras_bp.walltime import PhaseTimes, WallClock, startup_seconds
+from keras_bp.runtime import cluster
+from keras_bp.runtime.errors import Interrupted, NonFiniteLoss
+from keras_bp.runtime.walltime import PhaseTimes, WallClock, startup_seconds
+from keras_bp.training import distribute, runs
+from keras_bp.training.checkpoints import RunCheckpoint
+from keras_bp.training.compiled import CompiledSteps
+from keras_bp.training.distribute import DistributedSteps
+from keras_bp.training.early_stopping import BestWeights, replay
+from keras_bp.training.runlog import resume_dir, resume_message, resumed_at, start_run
+from keras_bp.training.summaries import EpochSummaries
 
 
 def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None, clock=None):
@@ -38,7 +39,7 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None, clo
         data: preprocessed `((x_train, y_train), (x_test, y_test))`; MNIST by default.
         verbose: 1 for a progress bar, 2 for a line per epoch, 0 for silence.
         extra_metrics: more entries for `metrics.json`, such as the thread counts.
-        clock: a `keras_bp.walltime.WallClock` to add this run's phases to (setup, trace,
+        clock: a `keras_bp.runtime.walltime.WallClock` to add this run's phases to (setup, trace,
             training, evaluation, checkpoints, saving); `metrics.json` gets its `wall_seconds`.
 
     Returns:

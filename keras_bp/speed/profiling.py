@@ -2,8 +2,9 @@
 
 `profile_trainer` warms a trainer up (`trainer_window`: the training floor, or a trainer as it
 ships), times its steps, then runs them again under `tf.profiler.experimental` (`capture`) and
-reads the `XSpace` written with `keras_bp.op_times.step_profile`: each op's self time per step,
-on its own thread and in the intra-op pool. `scripts/profile_ops.py` (`make profile`) prints it.
+reads the `XSpace` written with `keras_bp.speed.op_times.step_profile`: each op's self time per
+step, on its own thread and in the intra-op pool. `scripts/profile_ops.py` (`make profile`)
+prints it.
 """
 
 import dataclasses
@@ -15,14 +16,14 @@ import keras
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from keras_bp import floors
-from keras_bp.batches import epoch_chunks, epoch_permutation
-from keras_bp.compiled import CompiledSteps
 from keras_bp.config import FIT_FASTEST, FitConfig, LoopConfig, Speed
-from keras_bp.fit_input import EpochOrder
+from keras_bp.data.batches import epoch_chunks, epoch_permutation
 from keras_bp.gradients import make_source
 from keras_bp.model import build_model
-from keras_bp.op_times import Capture, step_profile
+from keras_bp.speed import floors
+from keras_bp.speed.op_times import Capture, step_profile
+from keras_bp.training.compiled import CompiledSteps
+from keras_bp.training.fit_input import EpochOrder
 
 # Each as it ships, and `fit-fastest`: fit with `FIT_FASTEST`, the bench's fastest recipe fit.
 TRAINERS = ("training-floor", "tape", "manual", "fit", "fit-fastest")
@@ -78,7 +79,7 @@ def _loop_window(kind, x_train, y_train, steps, seed, batch_size, speed):
     chunks = [indices for _, indices in epoch_chunks(order, batch_size, 0, speed.steps_per_call)]
 
     def run():
-        for indices in chunks:  # as keras_bp.loop does: each chunk's results back to NumPy
+        for indices in chunks:  # as keras_bp.training.loop does: each chunk's results back to NumPy
             [t.numpy() for t in compiled.run(x, y, indices)]
 
     [t.numpy() for t in compiled.run(x, y, chunks[0])]  # trace, and compile under XLA

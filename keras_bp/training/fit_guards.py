@@ -1,4 +1,4 @@
-"""Guards for `model.fit` (`keras_bp.recipe`): resume after a kill, stop on NaN or Inf.
+"""Guards for `model.fit` (`keras_bp.training.recipe`): resume after a kill, stop on NaN or Inf.
 
 Neither changes a number the recipe computes.
 
@@ -6,7 +6,7 @@ Resuming after a kill. `keras.callbacks.BackupAndRestore` backs up the weights, 
 state and the epoch count into `OUT/resume/keras/` at the end of every epoch; rerunning the same
 command restores them and continues with the next epoch. Keras backs up at epoch ends only, so
 an epoch that was interrupted is redone from its start. `EpochLog` keeps the run's identity and
-every finished epoch's metrics in `OUT/resume/run.json` (`keras_bp.runlog`, shared with the
+every finished epoch's metrics in `OUT/resume/run.json` (`keras_bp.training.runlog`, shared with the
 loop), so another run's backup is refused and a resumed run's history is whole. Keras writes its
 backup in place; with `double_checkpoint=True` it keeps the previous epoch's copy and falls back
 to it if a kill left the new weights file unreadable.
@@ -17,12 +17,12 @@ evaluation or saving costs no training.
 
 Under `--deterministic` a resumed run ends with weights bit-identical to an uninterrupted one
 (`tests/test_fit_resume.py` kills a real run mid-epoch to check). It holds because each epoch's
-order is a function of `(seed, epoch)` (`keras_bp.fit_input`), so a restarted process sees the
-order an uninterrupted run would have seen. With `--keras-shuffle` it holds too: seeded, Keras's
+order is a function of `(seed, epoch)` (`keras_bp.training.fit_input`), so a restarted process sees
+the order an uninterrupted run would have seen. With `--keras-shuffle` it holds too: seeded, Keras's
 TensorFlow backend shuffles every epoch in the same order.
 
-Non-finite loss. `StopOnNonFinite` raises `keras_bp.errors.NonFiniteLoss`, naming the epoch and
-step, at the first NaN or Inf loss. Raising, rather than `keras.callbacks.TerminateOnNaN`'s
+Non-finite loss. `StopOnNonFinite` raises `keras_bp.runtime.errors.NonFiniteLoss`, naming the epoch
+and step, at the first NaN or Inf loss. Raising, rather than `keras.callbacks.TerminateOnNaN`'s
 default `stop_training = True`, skips the epoch end, so `BackupAndRestore` never backs up the
 diverged weights over the last good epoch, and `model.keras` and `metrics.json` are not written.
 """
@@ -33,8 +33,8 @@ from time import perf_counter
 import keras
 import numpy as np
 
-from keras_bp.errors import Interrupted, NonFiniteLoss
-from keras_bp.runlog import resume_message, resumed_at
+from keras_bp.runtime.errors import Interrupted, NonFiniteLoss
+from keras_bp.training.runlog import resume_message, resumed_at
 
 
 class StopOnSignal(keras.callbacks.Callback):
@@ -44,7 +44,7 @@ class StopOnSignal(keras.callbacks.Callback):
     starts from; the epoch in progress is redone.
 
     Args:
-        request: the `keras_bp.interrupts.StopRequest` of the run.
+        request: the `keras_bp.runtime.interrupts.StopRequest` of the run.
         backup: the backup directory, for the message.
     """
 
@@ -115,12 +115,12 @@ class EpochLog(keras.callbacks.Callback):
     redone on resume, and its entry overwritten.
 
     Args:
-        log: the run's `keras_bp.runlog.RunLog`.
+        log: the run's `keras_bp.training.runlog.RunLog`.
         epochs: the run's epoch count.
         steps_per_epoch: `fit`'s batches per epoch.
         test: `(x_test, y_test)`, evaluated after each epoch (outside its seconds; `evaluate`
             changes no weight and draws no random number).
-        summaries: a `keras_bp.summaries.EpochSummaries` for the test run, or `None`.
+        summaries: a `keras_bp.training.summaries.EpochSummaries` for the test run, or `None`.
         verbose: print the resume line (as `fit`'s own `verbose`).
     """
 
@@ -134,7 +134,7 @@ class EpochLog(keras.callbacks.Callback):
 
     @property
     def resumed_at(self):
-        """`metrics.json`'s `resumed_at` (`keras_bp.runlog.resumed_at`)."""
+        """`metrics.json`'s `resumed_at` (`keras_bp.training.runlog.resumed_at`)."""
         return resumed_at(self.first_epoch or 0, 0, self.epochs, self.steps_per_epoch)
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -2,7 +2,8 @@
 
 `keras_bp.reference` runs one Python iteration per batch. Here a chunk of batches runs as one
 `tf.while_loop` in one `tf.function` call, each step gathering its batch from the dataset held
-as tensors, and `keras_bp.loop` drives the chunks. A test holds the two to the same weights.
+as tensors, and `keras_bp.training.loop` drives the chunks. A test holds the two to the same
+weights.
 """
 
 import numpy as np

@@ -1,28 +1,29 @@
 """The seed's recipe: `model.fit(x_train, y_train, epochs=5, batch_size=128)`, then `evaluate`.
 
 `fit` gets the batches the arrays would give, in a new order each epoch fixed by `(seed,
-epoch)` (`keras_bp.fit_input`), as the unseeded published recipe shuffles; `keras_shuffle`
-hands it the arrays themselves. Guards ride along as callbacks (`keras_bp.fit_guards`); none
-changes a number the recipe computes: resume after a kill via `keras.callbacks.BackupAndRestore`,
-a stop with a clear error, before anything is saved, when the loss or the weights become NaN or
-Inf, and a log of every epoch with the test set evaluated after it. Options add Keras's
-`EarlyStopping` (`keras_bp.early_stopping`) and `TensorBoard` (`keras_bp.summaries`).
+epoch)` (`keras_bp.training.fit_input`), as the unseeded published recipe shuffles; `keras_shuffle`
+hands it the arrays themselves. Guards ride along as callbacks (`keras_bp.training.fit_guards`);
+none changes a number the recipe computes: resume after a kill via
+`keras.callbacks.BackupAndRestore`, a stop with a clear error, before anything is saved, when the
+loss or the weights become NaN or Inf, and a log of every epoch with the test set evaluated after
+it. Options add Keras's `EarlyStopping` (`keras_bp.training.early_stopping`) and `TensorBoard`
+(`keras_bp.training.summaries`).
 """
 
 import contextlib
 
 import keras
 
-from keras_bp import distribute, runs
 from keras_bp.config import FitConfig, steps_per_epoch
-from keras_bp.early_stopping import AlreadyStopped, ResumableEarlyStopping
-from keras_bp.fit_backup import BackupDigests, verify_backup
-from keras_bp.fit_guards import EpochLog, StopOnNonFinite, StopOnSignal
-from keras_bp.fit_input import EpochOrder
 from keras_bp.model import build_model
-from keras_bp.runlog import start_run
-from keras_bp.summaries import EpochSummaries
-from keras_bp.walltime import WallClock
+from keras_bp.runtime.walltime import WallClock
+from keras_bp.training import distribute, runs
+from keras_bp.training.early_stopping import AlreadyStopped, ResumableEarlyStopping
+from keras_bp.training.fit_backup import BackupDigests, verify_backup
+from keras_bp.training.fit_guards import EpochLog, StopOnNonFinite, StopOnSignal
+from keras_bp.training.fit_input import EpochOrder
+from keras_bp.training.runlog import start_run
+from keras_bp.training.summaries import EpochSummaries
 
 
 def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None, clock=None):
@@ -36,7 +37,7 @@ def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None, clock
         data: preprocessed `((x_train, y_train), (x_test, y_test))`; MNIST by default.
         verbose: Keras's progress display (1: progress bar, 2: a line per epoch, 0: silent).
         extra_metrics: more entries for `metrics.json`, such as the thread counts.
-        clock: a `keras_bp.walltime.WallClock` to add this run's phases to (setup, training
+        clock: a `keras_bp.runtime.walltime.WallClock` to add this run's phases to (setup, training
             with its per-epoch evaluation and backups, evaluation, saving); `metrics.json` gets
             its `wall_seconds`.
 

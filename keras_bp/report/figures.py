@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from keras_bp import atomic
+from keras_bp.runtime import atomic
 
 matplotlib.use("Agg")  # before pyplot: a report runs on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -225,7 +225,7 @@ def gradcheck_errors(errors, tolerances, path) -> Path:
 
 def speed(rows, cpu, path) -> Path:
     """Training time of each run as a multiple of this machine's training floor (the matrix
-    products and one fused RMSprop update per step, `keras_bp.floors`).
+    products and one fused RMSprop update per step, `keras_bp.speed.floors`).
 
     Args:
         rows: `[(label, ratio), ...]`, drawn top to bottom in the order given.

@@ -1,6 +1,6 @@
 """Reading TensorFlow's profiler, op by op: where each microsecond of a step went.
 
-`keras_bp.profiling` runs a trainer's steps under `tf.profiler.experimental` and hands the
+`keras_bp.speed.profiling` runs a trainer's steps under `tf.profiler.experimental` and hands the
 `XSpace` written here (`step_profile`). On the host plane, each kind of thread counts what is
 work on it:
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from keras_bp import runs
+from keras_bp.training import runs
 
 PROCESS = "ExecutorState::Process"
 # Kinds of thread, by the name the profiler gives their line; any other line is a caller's.

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from keras_bp.errors import UsageError
+from keras_bp.runtime.errors import UsageError
 
 LOCK_NAME = ".keras_bp.lock"
 

@@ -21,9 +21,9 @@ from keras_bp.config import (
     LoopConfig,
     Speed,
 )
-from keras_bp.errors import InputError, Interrupted, NonFiniteLoss, UsageError
-from keras_bp.runlock import check_not_in_use
-from keras_bp.tensorflow_start import VERBOSE_ENV, start_tensorflow  # noqa: F401
+from keras_bp.runtime.errors import InputError, Interrupted, NonFiniteLoss, UsageError
+from keras_bp.runtime.runlock import check_not_in_use
+from keras_bp.runtime.tensorflow_start import VERBOSE_ENV, start_tensorflow  # noqa: F401
 
 
 class Parser(argparse.ArgumentParser):
@@ -207,7 +207,7 @@ def config_from_args(args, trainer):
 
 def print_summary(metrics, out: Path, clock=None):
     """The end of every trainer's output: test accuracy and loss, the files written, and with a
-    `keras_bp.walltime.WallClock`, where the wall time went."""
+    `keras_bp.runtime.walltime.WallClock`, where the wall time went."""
     stopping = metrics.get("early_stopping")
     if stopping:
         ran = stopping["stopped_epoch"] or metrics["epochs"]

@@ -2,8 +2,8 @@
 
 A checkpoint holds what the loop hands it (the weights, the optimizer's state, the running totals
 of the epoch in progress) and the position `(epoch, step)` it belongs to. The shuffle order needs
-nothing more: it is a function of `(seed, epoch)`, and the run's identity (`keras_bp.runlog`) is
-checked before anything is restored.
+nothing more: it is a function of `(seed, epoch)`, and the run's identity
+(`keras_bp.training.runlog`) is checked before anything is restored.
 
 Files are written by `tf.train.CheckpointManager`, which updates its index only after the data
 files are complete, so `latest_checkpoint` never names a half-written checkpoint.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from keras_bp.errors import UsageError
+from keras_bp.runtime.errors import UsageError
 
 
 class RunCheckpoint:

@@ -2,8 +2,8 @@
 
 Inside `stop_requests()`, the first SIGINT or SIGTERM only records itself; the trainer checks
 `requested` at its safe points (the loop after each compiled call, `fit` after each batch), saves
-what a resume needs and raises `keras_bp.errors.Interrupted`, which the command line turns into
-one line and exit code 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
+what a resume needs and raises `keras_bp.runtime.errors.Interrupted`, which the command line turns
+into one line and exit code 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
 
 A second signal ends the process at once, even while the main thread is deep inside a
 TensorFlow kernel, where Python runs no signal handler until the kernel returns: Python's

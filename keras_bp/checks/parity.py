@@ -14,12 +14,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bp.batches import epoch_chunks, epoch_permutation
-from keras_bp.compiled import CompiledSteps
 from keras_bp.config import LOOP_SPEED, Speed
-from keras_bp.distribute import DistributedSteps
+from keras_bp.data.batches import epoch_chunks, epoch_permutation
 from keras_bp.gradients import GradientSource, ManualGradients, TapeGradients
 from keras_bp.model import build_model
+from keras_bp.training.compiled import CompiledSteps
+from keras_bp.training.distribute import DistributedSteps
 
 TRAINERS = ("fit", "tape", "manual")
 PAIRS = tuple(itertools.combinations(TRAINERS, 2))  # (fit, tape), (fit, manual), (tape, manual)
@@ -85,7 +85,7 @@ def train_in_lockstep(
 
     The trainers and their kernels are `_start_in_lockstep`'s. The loops run their batches in
     chunks of `speed.steps_per_call`, `fit` in its own one step per call; with a `strategy`
-    (`keras_bp.distribute`), each batch split over its replicas.
+    (`keras_bp.training.distribute`), each batch split over its replicas.
     """
     start = _start_in_lockstep(len(x), steps, batch_size, seed, speed, strategy)
     order = start.indices.ravel()

@@ -1,8 +1,8 @@
 """The reproduction report: every trainer over many seeds, with statistics and figures.
 
 `scripts/report.py` (`make report`) calls these for the runs and measurements, then
-`keras_bp.report_document` for `report.json` and `report.md`, and `keras_bp.figures`. Each run
-keeps its own directory, `OUT/runs/TRAINER-seedS/`, with its `metrics.json`; a rerun reuses the
+`keras_bp.report.document` for `report.json` and `report.md`, and `keras_bp.report.figures`. Each
+run keeps its own directory, `OUT/runs/TRAINER-seedS/`, with its `metrics.json`; a rerun reuses the
 finished ones, so a killed report resumes where it stopped.
 """
 
@@ -14,8 +14,8 @@ import keras
 import numpy as np
 
 from keras_bp.config import LOOP_SPEED, FitConfig, LoopConfig
-from keras_bp.early_stopping import replay
-from keras_bp.runlog import shuffle
+from keras_bp.training.early_stopping import replay
+from keras_bp.training.runlog import shuffle
 
 # The recipe's update for the loops: Keras's op-by-op RMSprop, as `make train` runs it, so that
 # the three trainers of a report do the same computation (`make compare` does the same).
@@ -67,8 +67,8 @@ def train_all(data, out, seeds, epochs, train_samples=None, fresh=False, progres
 
     Returns `({label: [metrics per seed]}, how many finished runs were reused)`.
     """
-    from keras_bp.loop import train_loop
-    from keras_bp.recipe import train_fit
+    from keras_bp.training.loop import train_loop
+    from keras_bp.training.recipe import train_fit
 
     jobs = [(label, seed) for label in TRAINERS for seed in seeds]
     results = {label: [] for label in TRAINERS}
@@ -102,7 +102,7 @@ def train_all(data, out, seeds, epochs, train_samples=None, fresh=False, progres
 def overfitting_run(data, out, epochs, seed=0, patience=3, fresh=False, progress=print):
     """One long tape-loop run with validation: its history, its best epoch, and where early
     stopping with `patience` would have stopped it. Patience `epochs` lets every epoch run."""
-    from keras_bp.loop import train_loop
+    from keras_bp.training.loop import train_loop
 
     directory = Path(out) / "runs" / f"overfitting-seed{seed}"
     config = LoopConfig(
@@ -133,7 +133,7 @@ def overfitting_run(data, out, epochs, seed=0, patience=3, fresh=False, progress
 
 def parity_curves(x, y, steps, progress=print):
     """`{config: {pair: [max |Δw| after each step]}}` for `PARITY_SPEEDS`."""
-    from keras_bp.parity import trajectories
+    from keras_bp.checks.parity import trajectories
 
     curves = {}
     for name, speed in PARITY_SPEEDS.items():
@@ -144,9 +144,9 @@ def parity_curves(x, y, steps, progress=print):
 
 
 def gradient_errors():
-    """The hand-written gradients' elementwise errors (`keras_bp.gradcheck.error_samples`):
+    """The hand-written gradients' elementwise errors (`keras_bp.checks.gradcheck.error_samples`):
     the arrays for the figure, and their counts, medians, maxima and tolerances."""
-    from keras_bp.gradcheck import error_samples
+    from keras_bp.checks.gradcheck import error_samples
 
     samples = error_samples()
     summary = {

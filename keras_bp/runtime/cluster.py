@@ -1,7 +1,7 @@
 """`TF_CONFIG`: the cluster a multi-worker run belongs to, read without TensorFlow.
 
-Bad input fails here, in one line, before TensorFlow starts; `keras_bp.distribute` builds the
-strategy from it. Which directory each process writes is decided here too, so the scripts can
+Bad input fails here, in one line, before TensorFlow starts; `keras_bp.training.distribute` builds
+the strategy from it. Which directory each process writes is decided here too, so the scripts can
 check it before TensorFlow starts.
 """
 
@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from keras_bp.errors import UsageError
+from keras_bp.runtime.errors import UsageError
 
 SHAPE = '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
 

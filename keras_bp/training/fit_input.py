@@ -4,7 +4,7 @@ The published recipe runs unseeded, so `fit(x, y, batch_size=128)` shuffles the 
 into a new order every epoch. Seeded, Keras's TensorFlow backend repeats one order in every
 epoch: its shuffle's random stream restarts with each pass over the data. No argument of `fit`
 changes that; only its input can. So `fit` is given a `tf.data.Dataset` of the same batches
-the arrays would give, in the order `keras_bp.batches.epoch_permutation(seed, epoch)` fixes,
+the arrays would give, in the order `keras_bp.data.batches.epoch_permutation(seed, epoch)` fixes,
 which is also the loops' order: the three trainers see the same batches, and a resumed run the
 order an uninterrupted one would have seen. `FitConfig.keras_shuffle` gives `fit` the arrays.
 """
@@ -12,8 +12,8 @@ order an uninterrupted one would have seen. `FitConfig.keras_shuffle` gives `fit
 import keras
 import tensorflow as tf
 
-from keras_bp.batches import epoch_permutation
 from keras_bp.config import steps_per_epoch
+from keras_bp.data.batches import epoch_permutation
 
 
 class EpochOrder(keras.callbacks.Callback):

@@ -5,7 +5,7 @@ kill fails to load (Keras then falls back to the epoch before), but a flipped by
 silently, and a deleted weights file beside its metadata resumes from untrained weights.
 `BackupDigests` records the SHA-256 of every backup file after Keras writes it, and
 `verify_backup` checks them before `fit` reads them, falling back to the epoch before as the
-loop's checkpoints do (`keras_bp.checkpoints`).
+loop's checkpoints do (`keras_bp.training.checkpoints`).
 """
 
 import hashlib
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import keras
 
-from keras_bp import atomic
-from keras_bp.errors import UsageError
+from keras_bp.runtime import atomic
+from keras_bp.runtime.errors import UsageError
 
 # What `keras.callbacks.BackupAndRestore` writes; with `double_checkpoint=True` it first copies
 # both to `<name>.bkp`, the backup of the epoch before.

@@ -1,6 +1,6 @@
 """Speed of the three trainers against this machine's own floors, measured side by side.
 
-Each trainer's time is a ratio to the floors (`keras_bp.floors`) measured in the same process,
+Each trainer's time is a ratio to the floors (`keras_bp.speed.floors`) measured in the same process,
 so the ratios hold on a noisy, shared machine even when the seconds do not. Beside the ratios:
 the seconds the first epoch spends tracing and compiling (its time above a later epoch's), the
 fixed cost per step above the training floor once running, and the peak memory of each run.
@@ -15,11 +15,12 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from keras_bp import floors, runs
 from keras_bp.config import FIT_FASTEST, FIT_SPEED, LOOP_SPEED, FitConfig, LoopConfig
-from keras_bp.loop import train_loop
-from keras_bp.recipe import train_fit
-from keras_bp.walltime import startup_seconds
+from keras_bp.runtime.walltime import startup_seconds
+from keras_bp.speed import floors
+from keras_bp.training import runs
+from keras_bp.training.loop import train_loop
+from keras_bp.training.recipe import train_fit
 
 
 def cpu_description() -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_bp import atomic
+from keras_bp.runtime import atomic
 
 
 class Rule:
@@ -101,12 +101,12 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Keras's `EarlyStopping(restore_best_weights=True)` on `val_loss`, for `fit`, which also
     saves its best weights and, on a resumed run, rebuilds its state from the run's log.
 
-    Place it after `keras_bp.fit_guards.EpochLog` (which logs `val_loss`) and before
+    Place it after `keras_bp.training.fit_guards.EpochLog` (which logs `val_loss`) and before
     `BackupAndRestore`.
 
     Args:
         patience: as Keras's.
-        log: the run's `keras_bp.runlog.RunLog`.
+        log: the run's `keras_bp.training.runlog.RunLog`.
     """
 
     def __init__(self, patience: int, log):

@@ -11,14 +11,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bp import atomic
 from keras_bp.config import validation_samples
 from keras_bp.model import weights_digest
-from keras_bp.runlog import RunLog
+from keras_bp.runtime import atomic
+from keras_bp.training.runlog import RunLog
 
 # The metrics.json keys every trainer writes; a trainer adds its own beside them (the loop's
 # `traces`, the thread counts of `--deterministic`). `distribution` comes from the trainer, which
-# holds the strategy (`keras_bp.distribute.describe`).
+# holds the strategy (`keras_bp.training.distribute.describe`).
 RUN_KEYS = (
     "trainer",
     "test_accuracy",
@@ -94,7 +94,7 @@ def versions() -> dict:
 def save_run(out: Path, model: keras.Model, metrics: dict, clock=None) -> dict:
     """Save `model.keras` and `metrics.json` (with `weights_sha256` and versions) into `out`.
 
-    With a `keras_bp.walltime.WallClock`, the model's saving is its `saving` lap, and
+    With a `keras_bp.runtime.walltime.WallClock`, the model's saving is its `saving` lap, and
     `metrics.json` gets the clock's phases as `wall_seconds`.
     """
     out = Path(out)

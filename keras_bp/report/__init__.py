@@ -1,0 +1,1 @@
+"""The reproduction report: runs over seeds, statistics, figures, the document, published values."""
