@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .PHONY: install data train custom-loop manual parity compare bench profile report worked-example gradient-check \
-	test test-slow lint format clean
+	test test-slow backends test-backends lint format clean
 
 install: $(STAMP)
 
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PYTHON) -m pip install --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
+
+# The JAX and PyTorch backends (optional extras; PyTorch pinned to a CPU build).
+BACKENDS_STAMP := $(VENV)/.backends-installed
+backends: $(BACKENDS_STAMP)
+
+$(BACKENDS_STAMP): $(STAMP)
+	$(PYTHON) -m pip install --disable-pip-version-check -e '.[dev,jax,torch]'
+	touch $(BACKENDS_STAMP)
 
 data: install
 	$(PYTHON) -m keras_bp.data
@@ -58,6 +66,10 @@ test: install
 
 test-slow: install
 	$(PYTHON) -m pytest -m slow $(ARGS)
+
+# The fast cross-backend tests (JAX and PyTorch); their slow ones run with test-slow.
+test-backends: backends
+	$(PYTHON) -m pytest -m 'backends and not slow' $(ARGS)
 
 lint: install
 	$(PYTHON) -m ruff check keras_bp scripts tests
