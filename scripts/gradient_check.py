@@ -1,65 +1,60 @@
 """
 Title: How far are the hand-written gradients from TensorFlow's?
-Description: The largest errors of keras_bp.backprop against the tape and numerical gradients.
+Description: Each hand-written gradient against the tape and numerical gradients, with a verdict.
 
-For each activation, each loss, a two-layer network like the seed's (narrower) and
-`ManualDense`, this prints the largest error of the hand-written gradients against
-`tf.GradientTape` on the same forward computation (float64 and float32) and against
-numerical gradients from `tf.test.compute_gradient` (float64). "rel" is the largest absolute
-error divided by the largest gradient entry; "abs" is the largest absolute error.
+For each activation, each loss, two small networks (one like the tutorial's, narrower) and
+`ManualDense`, this compares the gradients `keras_bp.backprop` computes by hand with
+`tf.GradientTape` on the same forward computation (float32 and float64) and with numerical
+gradients from `tf.test.compute_gradient` (float64): the cases the gradient tests check.
 
-Run it with:
+The metric is the elementwise error `|m − r| / (atol/rtol + |r|)` of each hand-written entry
+`m` against the reference's `r`: a relative error, floored at `atol/rtol` for entries near 0.
+It is at most `rtol` exactly where the tests' `np.testing.assert_allclose(m, r, rtol, atol)`
+passes. Each row prints its largest per comparison and PASS when all are within their `rtol`;
+the script exits 1 if any row fails.
 
-    python scripts/gradient_check.py
+Run it with `make gradient-check`, or:
+
+    .venv/bin/python scripts/gradient_check.py
 """
 
 # Setup
 
+import sys
+
 from keras_bp import cli
 
-parser = cli.Parser(description="The largest errors of the hand-written gradients.")
+parser = cli.Parser(description="The hand-written gradients against the tape and numerical ones.")
 cli.add_verbose(parser)
 cli.start_tensorflow(parser.parse_args().verbose)  # quietly, before the imports below
 
-from keras_bp import backprop  # noqa: E402
 from keras_bp.checks import gradcheck  # noqa: E402
 
 
-def cases(dtype):
-    """The same cases, in the same order, for each dtype."""
-    return (
-        [gradcheck.activation_case(name, 8, 6, dtype) for name in backprop.ACTIVATIONS]
-        + [gradcheck.loss_case(name, 8, 6, dtype) for name in backprop.LOSSES]
-        + [
-            gradcheck.network_case(
-                [20, 32, 10], ["relu", "softmax"], "categorical_crossentropy", 16, dtype
-            )
-        ]
-        + [gradcheck.manual_dense_case(name, 8, 6, 4, dtype) for name in backprop.ACTIVATIONS]
-    )
+def verdict(passed):
+    return "PASS" if passed else "FAIL"
 
 
-# Measure
+# Measure: the same cases, in the same order, in each dtype.
 
-rows = []
-for case64, case32 in zip(cases("float64"), cases("float32"), strict=True):
-    rows.append(
-        (
-            case64.name,
-            gradcheck.tape_errors(case64),
-            gradcheck.tape_errors(case32),
-            gradcheck.numerical_errors(case64),
-        )
-    )
+rows = gradcheck.check({dtype: gradcheck.tested_cases(dtype) for dtype in ("float32", "float64")})
 
 # Report
 
-header = ("case", "f64 vs tape", "f32 vs tape", "f64 vs numerical")
-print(f"{header[0]:<44}" + "".join(f"{h:>26}" for h in header[1:]))
-print(f"{'':<44}" + f"{'rel':>13}{'abs':>13}" * 3)
-for name, *errors in rows:
-    print(f"{name:<44}" + "".join(f"{e.relative:>13.2e}{e.absolute:>13.2e}" for e in errors))
-largest = [
-    (max(e[i].relative for _, *e in rows), max(e[i].absolute for _, *e in rows)) for i in range(3)
-]
-print(f"{'largest':<44}" + "".join(f"{rel:>13.2e}{abs_:>13.2e}" for rel, abs_ in largest))
+labels = list(gradcheck.COMPARISONS)
+tolerances = [gradcheck.COMPARISONS[label][2] for label in labels]
+
+
+def line(first, cells, last=""):
+    return f"{first:<44}" + "".join(f"{cell:>24}" for cell in cells) + f"  {last}".rstrip()
+
+
+print("elementwise error |m − r| / (atol/rtol + |r|), largest per case; PASS: each ≤ its rtol\n")
+print(line("case", labels, "verdict"))
+print(line("tolerance", [f"rtol {t['rtol']:g}, atol {t['atol']:g}" for t in tolerances]))
+for row in rows:
+    print(line(row.name, [f"{row.errors[label]:.1e}" for label in labels], verdict(row.passed)))
+passed = all(row.passed for row in rows)
+largest = [f"{max(row.errors[label] for row in rows):.1e}" for label in labels]
+print(line("largest", largest, verdict(passed)))
+sys.exit(0 if passed else 1)

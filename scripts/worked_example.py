@@ -8,9 +8,9 @@ output `y = f(w·x + b)` with `f` the sigmoid. We compute the loss, then the gra
 `tf.GradientTape`, take one step of gradient descent `w ← w − η·∂L/∂w`, and watch the loss
 go down.
 
-Run it with:
+Run it with `make worked-example`, or:
 
-    python scripts/worked_example.py
+    .venv/bin/python scripts/worked_example.py
 """
 
 # Setup
@@ -33,6 +33,12 @@ w = np.array([[0.3], [0.8]])  # (D, M) = (2, 1): w1, w2
 b = np.array([0.1])  # (M,) = (1,)
 target = np.array([[1.0]])  # (N, M)
 learning_rate = 0.5  # η
+
+# The inputs first, so that every number below can be followed by hand.
+print(f"x = (x1, x2) = ({x[0, 0]}, {x[0, 1]})")
+print(f"w = (w1, w2) = ({w[0, 0]}, {w[1, 0]}), b = {b[0]}")
+print(f"target = {target[0, 0]}, learning rate η = {learning_rate}")
+print("y = sigmoid(w1·x1 + w2·x2 + b), L = (y - target)²\n")
 
 # Forward: z = w1·x1 + w2·x2 + b, y = σ(z) = 1 / (1 + e^−z), L = (y − target)²
 # (the mean squared error, with one example and one output, is just that square).

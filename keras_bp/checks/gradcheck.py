@@ -3,6 +3,11 @@
 A `Case` is one scalar loss, written as TensorFlow ops so the tape (and the numerical
 checker) can differentiate it, plus the gradients `keras_bp.backprop` computes by hand.
 The tests and `scripts/gradient_check.py` both build their cases here.
+
+One metric reports them everywhere (`make gradient-check`, the reproduction report, the docs):
+the elementwise error `|m − r| / (atol/rtol + |r|)` of a hand-written entry `m` against the
+reference's `r`. It is at most `rtol` exactly where the tests' `assert_allclose(m, r, rtol, atol)`
+passes, so each comparison's verdict is its largest error against its `rtol`.
 """
 
 from collections.abc import Callable
@@ -66,6 +71,14 @@ def numerical_gradients(case, delta=NUMERICAL_DELTA):
     """Central differences from `tf.test.compute_gradient`, reshaped like the params."""
     _, jacobians = tf.test.compute_gradient(case.loss_fn, list(case.params), delta=delta)
     return [np.reshape(j, np.shape(p)) for j, p in zip(jacobians, case.params, strict=True)]
+
+
+# The three comparisons, each with the tolerance the tests hold it to.
+COMPARISONS = {
+    "float32 vs tape": ("float32", tape_gradients, TOLERANCES["float32"]),
+    "float64 vs tape": ("float64", tape_gradients, TOLERANCES["float64"]),
+    "float64 vs numerical": ("float64", numerical_gradients, NUMERICAL_TOLERANCE),
+}
 
 
 def tape_errors(case) -> Errors:
@@ -186,7 +199,7 @@ def manual_dense_case(activation, batch, input_dim, units, dtype, seed=0, margin
 
 def tested_cases(dtype):
     """The cases the gradient tests check: each activation and loss (`tests/test_backprop.py`),
-    the seed's network in miniature and a deeper stack, and `ManualDense` per activation
+    the tutorial's network in miniature and a deeper stack, and `ManualDense` per activation
     (`tests/test_manual_dense.py`)."""
     return (
         [activation_case(name, 6, 5, dtype) for name in sorted(backprop.ACTIVATIONS)]
@@ -226,13 +239,8 @@ class ErrorSamples(NamedTuple):
 
 def error_samples() -> ErrorSamples:
     """The elementwise relative errors of the hand-written gradients, per reference."""
-    references = {
-        "float32 vs tape": ("float32", tape_gradients, TOLERANCES["float32"]),
-        "float64 vs tape": ("float64", tape_gradients, TOLERANCES["float64"]),
-        "float64 vs numerical": ("float64", numerical_gradients, NUMERICAL_TOLERANCE),
-    }
     errors, rtol = {}, {}
-    for label, (dtype, gradients, tolerance) in references.items():
+    for label, (dtype, gradients, tolerance) in COMPARISONS.items():
         errors[label] = np.concatenate(
             [
                 elementwise_errors(case.manual, gradients(case), **tolerance)
@@ -241,3 +249,30 @@ def error_samples() -> ErrorSamples:
         )
         rtol[label] = tolerance["rtol"]
     return ErrorSamples(errors, rtol)
+
+
+class Row(NamedTuple):
+    """One case of `make gradient-check`: its largest elementwise error per comparison
+    (`COMPARISONS`' labels), and whether every one is within its `rtol`."""
+
+    name: str
+    errors: dict
+    passed: bool
+
+
+def check(cases_by_dtype) -> list:
+    """`Row`s for cases given as `{"float32": [...], "float64": [...]}`, the same cases in the
+    same order for each dtype (as `tested_cases` builds them)."""
+    names = [case.name for case in cases_by_dtype["float64"]]
+    errors = {name: {} for name in names}
+    for label, (dtype, gradients, tolerance) in COMPARISONS.items():
+        for name, case in zip(names, cases_by_dtype[dtype], strict=True):
+            e = elementwise_errors(case.manual, gradients(case), **tolerance)
+            errors[name][label] = float(np.max(e, initial=0.0))
+    return [Row(name, e, within_tolerance(e)) for name, e in errors.items()]
+
+
+def within_tolerance(errors: dict) -> bool:
+    """`errors`: `{label: largest elementwise error}`; true when each is at most its rtol
+    (a NaN fails)."""
+    return all(e <= COMPARISONS[label][2]["rtol"] for label, e in errors.items())
