@@ -66,7 +66,7 @@ FIT_FASTEST = Speed(steps_per_call=32, fused=True)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What every trainer takes; the defaults are the seed's recipe.
+    """What every trainer takes; the defaults are the recipe's.
 
     Args:
         epochs, batch_size: the recipe's `fit(epochs=5, batch_size=128)`.

@@ -173,7 +173,7 @@ class ManualGradients:
 
 
 def make_source(kind, seed=0, optimizer="rmsprop", learning_rate=None, fused=False):
-    """The seed's model initialised under `seed`, wrapped in a gradient source.
+    """The tutorial's model initialised under `seed`, wrapped in a gradient source.
 
     The same seed gives the same initial weights to `make train`, the tape loop and the
     manual loop, so the three start from one point. Every argument applies to both kinds.

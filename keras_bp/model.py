@@ -1,4 +1,4 @@
-"""The seed's model: 784 → Dense(512, relu) → Dense(10, softmax), compiled as the tutorial does."""
+"""The tutorial's model: 784 → Dense(512, relu) → Dense(10, softmax), compiled as the tutorial does."""
 
 import hashlib
 
@@ -16,7 +16,7 @@ NUM_CLASSES = 10
 def build_model(
     dense=keras.layers.Dense, compile=True, optimizer="rmsprop", learning_rate=None, speed=None
 ) -> keras.Sequential:
-    """Build (and by default compile) the seed's two-layer network.
+    """Build (and by default compile) the tutorial's two-layer network.
 
     With the defaults this is the recipe exactly: `compile(optimizer="rmsprop",
     loss="categorical_crossentropy", metrics=["accuracy"])`.

@@ -1,4 +1,4 @@
-"""Train the seed's model three ways with one seed, and tabulate how they compare.
+"""Train the tutorial's model three ways with one random seed, and tabulate how they compare.
 
     python scripts/compare.py [--epochs 5] [--seed 0] [--fused] [--out runs/compare] [...]
 

@@ -1,4 +1,4 @@
-"""Train the seed's model with a custom `tf.GradientTape` loop instead of `model.fit`.
+"""Train the tutorial's model with a custom `tf.GradientTape` loop instead of `model.fit`.
 
     python scripts/custom_loop.py [--epochs 5] [--batch-size 128] [--seed 0]
                                   [--out runs/custom_loop] [--train-samples N]

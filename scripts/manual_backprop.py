@@ -1,4 +1,4 @@
-"""Train the seed's model on hand-written gradients: no autodiff anywhere on the training path.
+"""Train the tutorial's model on hand-written gradients: no autodiff anywhere on the training path.
 
     python scripts/manual_backprop.py [--optimizer rmsprop|sgd] [--learning-rate LR]
                                       [--epochs 5] [--batch-size 128] [--seed 0] [--out runs/manual]
@@ -42,7 +42,7 @@ def main():
     mnist = data.mnist_arrays(config.train_samples)
     clock.lap("data")
 
-    # Model and training: the seed's initial weights for this seed, copied into plain
+    # Model and training: the model's initial weights for this random seed, copied into plain
     # variables; the same loop as the tape trainer, with hand-written gradients.
     _, metrics = loop.train_loop(config, mnist, extra_metrics=settings, clock=clock)
 

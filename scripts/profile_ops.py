@@ -90,7 +90,7 @@ def main():
     from keras_bp.speed import bench, op_times, profiling
     from keras_bp.training import runs
 
-    # Data: MNIST after the seed's preprocessing.
+    # Data: MNIST after the tutorial's preprocessing.
     data = mnist_arrays()
     cpu = bench.cpu_description()
 

@@ -1,4 +1,4 @@
-"""MNIST, loaded offline-first and verified, plus the seed's preprocessing.
+"""MNIST, loaded offline-first and verified, plus the tutorial's preprocessing.
 
 `load_mnist()` returns exactly what `keras.datasets.mnist.load_data()` returns. It tries its
 sources in order and stops at the first one whose arrays match the digests below:
@@ -217,7 +217,7 @@ def check_training_data(data: "RunData", batch_size):
 
 
 def preprocess(images, labels):
-    """The seed's preprocessing: images to (N, 784) float32 / 255, labels one-hot (N, 10).
+    """The tutorial's preprocessing: images to (N, 784) float32 / 255, labels one-hot (N, 10).
 
     Args:
         images: uint8 array `(N, 28, 28)`.
@@ -246,7 +246,7 @@ def preprocess(images, labels):
 
 
 def mnist_arrays(train_samples=None):
-    """MNIST after the seed's preprocessing: `((x_train, y_train), (x_test, y_test))`.
+    """MNIST after the tutorial's preprocessing: `((x_train, y_train), (x_test, y_test))`.
 
     Args:
         train_samples: keep the first N training images only; `None`: all 60,000.

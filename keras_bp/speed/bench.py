@@ -63,7 +63,7 @@ def time_loop(kind, data, epochs, speed=LOOP_SPEED):
 
 
 def time_fit(data, epochs, speed=FIT_SPEED):
-    """Run the seed's recipe through `model.fit` with `speed`; return its `run_figures`."""
+    """Run the recipe through `model.fit` with `speed`; return its `run_figures`."""
     with tempfile.TemporaryDirectory() as out:
         _, metrics = train_fit(FitConfig(epochs=epochs, out=Path(out), speed=speed), data, 0)
     return run_figures(metrics)

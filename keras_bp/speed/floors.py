@@ -15,7 +15,7 @@ from keras_bp.config import FitConfig
 from keras_bp.fused import apply_rmsprop, scratch_like
 from keras_bp.model import HIDDEN_UNITS, INPUT_DIM, NUM_CLASSES
 
-LAYER_SIZES = (INPUT_DIM, HIDDEN_UNITS, NUM_CLASSES)  # the seed's network
+LAYER_SIZES = (INPUT_DIM, HIDDEN_UNITS, NUM_CLASSES)  # the tutorial's network
 BATCH_SIZE = FitConfig().batch_size  # the recipe's
 
 

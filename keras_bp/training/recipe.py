@@ -1,4 +1,4 @@
-"""The seed's recipe: `model.fit(x_train, y_train, epochs=5, batch_size=128)`, then `evaluate`.
+"""The recipe: `model.fit(x_train, y_train, epochs=5, batch_size=128)`, then `evaluate`.
 
 `fit` gets the batches the arrays would give, in a new order each epoch fixed by `(seed,
 epoch)` (`keras_bp.training.fit_input`), as the unseeded published recipe shuffles; `keras_shuffle`
@@ -27,7 +27,7 @@ from keras_bp.training.summaries import EpochSummaries
 
 
 def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None, clock=None):
-    """Train the seed's model with `model.fit`; save the run into `config.out`.
+    """Train the tutorial's model with `model.fit`; save the run into `config.out`.
 
     Resumes from the backup in `config.out` if a run with the same identity was killed.
 
