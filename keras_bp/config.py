@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
+from keras_bp.runtime.backend_start import BACKENDS, refusal
+
 GRADIENT_SOURCES = ("tape", "manual")
 # tf.distribute's data parallelism: replicas in one process, or workers from TF_CONFIG.
 STRATEGIES = ("mirrored", "multi-worker")
@@ -89,6 +91,10 @@ class TrainConfig:
             the cluster in `TF_CONFIG` (`MultiWorkerMirroredStrategy`). The global batch
             `batch_size` is split evenly across the replicas (`keras_bp.training.distribute`).
         replicas: `"mirrored"`'s replica count (CPU devices, or the GPUs when there are).
+        backend: Keras's backend, `"tensorflow"`, `"jax"` or `"torch"`: the same model, data,
+            initial weights and batches on each (`gradients.tensorflow_initial_weights`,
+            `training.fit_input`). The fused kernel, XLA and tf.distribute are TensorFlow's,
+            refused on the others.
     """
 
     epochs: int = 5
@@ -105,6 +111,7 @@ class TrainConfig:
     tensorboard: Path | None = None
     strategy: str | None = None
     replicas: int | None = None
+    backend: str = "tensorflow"
 
     trainer: ClassVar[str]  # "fit", "tape" or "manual": set by each subclass
 
@@ -120,6 +127,7 @@ class TrainConfig:
         if self.early_stopping is not None:
             _check_positive_int("early_stopping", self.early_stopping)
         self._check_strategy()
+        self._check_backend()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer: expected one of {OPTIMIZERS}, received {self.optimizer!r}"
@@ -153,6 +161,20 @@ class TrainConfig:
                 f"replicas: {self.replicas} replicas do not divide the batch of "
                 f"{self.batch_size} evenly"
             )
+
+    def _check_backend(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, received {self.backend!r}")
+        if self.backend == "tensorflow":
+            return
+        fused = self.speed.fused and self.optimizer == "rmsprop"  # other optimizers run unfused
+        for what, used in [
+            ("the fused RMSprop kernel (--fused)", fused),
+            ("XLA (--xla)", self.speed.xla),
+            ("tf.distribute (--strategy)", self.strategy),
+        ]:
+            if used:
+                raise ValueError(refusal(self.backend, what))
 
     @property
     def resolved_learning_rate(self):
@@ -205,6 +227,8 @@ class LoopConfig(TrainConfig):
             raise ValueError(
                 f"gradients: expected one of {GRADIENT_SOURCES}, received {self.gradients!r}"
             )
+        if self.backend != "tensorflow":
+            raise ValueError(refusal(self.backend, "the compiled training loop"))
         if isinstance(self.checkpoint_every, bool) or not (
             isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0
         ):

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_bp import backprop, optimizers
@@ -193,6 +194,37 @@ def make_source(kind, seed=0, optimizer="rmsprop", learning_rate=None, fused=Fal
         )
         return TapeGradients(model)
     return ManualGradients(build_model(compile=False), optimizer, learning_rate, fused)
+
+
+def tensorflow_initial_weights(model: keras.Model) -> list:
+    """The weights Keras's TensorFlow backend draws for `model`, on any backend.
+
+    Each backend draws its own random numbers from the same seed, so the same `--seed` would
+    start JAX and PyTorch elsewhere. Keras seeds each initializer from Python's generator (the
+    same on every backend); the TensorFlow backend then draws Glorot's uniform kernel as
+    `tf.random.stateless_uniform(shape, seed=[s, 0], ±√(6 / (fan_in + fan_out)))` and zero
+    biases. This draws the same with TensorFlow (installed with keras_bp) for any backend;
+    `set_weights` of the result starts every backend from TensorFlow's initial point.
+    """
+    weights = []
+    for layer in model.layers:
+        kernel_init, bias_init = layer.kernel_initializer, layer.bias_initializer
+        if not (
+            isinstance(kernel_init, keras.initializers.GlorotUniform)
+            and isinstance(kernel_init.seed, int)
+            and isinstance(bias_init, keras.initializers.Zeros)
+        ):
+            raise ValueError(
+                f"{layer.name}: expected a Glorot-uniform kernel and zero bias, received "
+                f"{type(kernel_init).__name__} and {type(bias_init).__name__}"
+            )
+        fan_in, fan_out = layer.kernel.shape
+        limit = (6.0 / (fan_in + fan_out)) ** 0.5
+        kernel = tf.random.stateless_uniform(
+            (fan_in, fan_out), seed=[kernel_init.seed, 0], minval=-limit, maxval=limit
+        )
+        weights += [kernel.numpy(), np.zeros(fan_out, "float32")]
+    return weights
 
 
 def _activation_name(layer):

@@ -4,14 +4,17 @@
                             [--train-samples N] [--optimizer rmsprop|sgd] [--learning-rate LR]
                             [--deterministic] [--fresh] [--steps-per-execution N] [--xla] [--fused]
                             [--early-stopping PATIENCE] [--tensorboard DIR] [--keras-shuffle]
-                            [--strategy mirrored --replicas N] [--verbose]
+                            [--strategy mirrored --replicas N] [--backend tensorflow|jax|torch]
+                            [--verbose]
 
 It prints Keras's progress bar, then `test accuracy: 0.xxxx`, and writes `metrics.json` and
 `model.keras` into `--out`. Expect a test accuracy of about 0.978 after 5 epochs. Each epoch
 gets a new shuffle, fixed by `(seed, epoch)`: the loops' order (`--keras-shuffle`: Keras's own,
 which repeats one order when seeded). The test set is evaluated after every epoch
 (`metrics.json`'s `history`); `--early-stopping` holds out a validation set and stops on it,
-`--tensorboard` writes event files for `tensorboard --logdir DIR`.
+`--tensorboard` writes event files for `tensorboard --logdir DIR`. `--backend jax` or `torch`
+runs the same recipe on that Keras backend (`make backends` installs them), from the same
+initial weights on the same batches; the fused kernel, XLA and `--strategy` are TensorFlow's.
 
 Killed mid-run, the same command resumes after the last finished epoch (the backup is in
 `--out/resume`); `--fresh` starts over. A NaN or Inf loss stops training with an error naming
@@ -27,7 +30,7 @@ def main():
     args = cli.train_parser(__doc__.splitlines()[0], "fit").parse_args()
     config = cli.config_from_args(args, "fit")
     cli.check_out_dir(config.out)  # bad input fails fast, before TensorFlow starts
-    cli.start_tensorflow(args.verbose)
+    cli.start_backend(config.backend, args.verbose)  # KERAS_BACKEND before Keras is imported
     from keras_bp import data
     from keras_bp.training import distribute, recipe, reproducible
 

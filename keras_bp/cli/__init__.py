@@ -21,6 +21,7 @@ from keras_bp.config import (
     LoopConfig,
     Speed,
 )
+from keras_bp.runtime.backend_start import BACKENDS, select_backend
 from keras_bp.runtime.errors import InputError, Interrupted, NonFiniteLoss, UsageError
 from keras_bp.runtime.runlock import check_not_in_use
 from keras_bp.runtime.tensorflow_start import VERBOSE_ENV, start_tensorflow  # noqa: F401
@@ -147,6 +148,12 @@ def train_parser(description, trainer, out=None):
     )
     if trainer == "fit":
         p.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            help="Keras's backend: the same data, initial weights and batches on each; jax and "
+            f"torch are extras (make backends) (default: {d.backend})",
+        )
+        p.add_argument(
             "--keras-shuffle",
             action="store_true",
             help="let fit shuffle the arrays itself; seeded, Keras repeats one order every "
@@ -181,6 +188,13 @@ def train_parser(description, trainer, out=None):
         f"(default: {d.checkpoint_every})",
     )
     return p
+
+
+def start_backend(backend, verbose=False):
+    """Set Keras's backend, then start TensorFlow, which keras_bp's data path uses on every
+    backend. A backend that is not installed is a `UsageError` naming the extra to install."""
+    select_backend(backend)
+    start_tensorflow(verbose)
 
 
 def add_verbose(parser):

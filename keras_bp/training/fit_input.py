@@ -7,9 +7,12 @@ changes that; only its input can. So `fit` is given a `tf.data.Dataset` of the s
 the arrays would give, in the order `keras_bp.data.batches.epoch_permutation(seed, epoch)` fixes,
 which is also the loops' order: the three trainers see the same batches, and a resumed run the
 order an uninterrupted one would have seen. `FitConfig.keras_shuffle` gives `fit` the arrays.
+On JAX and PyTorch the same batches come from a `keras.utils.PyDataset`, which every backend's
+`fit` reads: a gather is exact, so the batches are equal bit for bit.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_bp.config import steps_per_epoch
@@ -26,6 +29,9 @@ class EpochOrder(keras.callbacks.Callback):
     def __init__(self, x, y, batch_size: int, seed: int):
         super().__init__()
         self.seed, self.samples = seed, len(x)
+        if keras.backend.backend() != "tensorflow":  # tf.data's variables are TensorFlow's
+            self.dataset = OrderedBatches(x, y, batch_size)
+            return
         self.order = tf.Variable(tf.range(self.samples), trainable=False)
         x, y = tf.constant(x), tf.constant(y)
 
@@ -37,4 +43,27 @@ class EpochOrder(keras.callbacks.Callback):
         self.dataset = tf.data.Dataset.range(steps).map(batch).prefetch(2)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.order.assign(epoch_permutation(self.seed, epoch, self.samples))
+        order = epoch_permutation(self.seed, epoch, self.samples)
+        if isinstance(self.dataset, OrderedBatches):
+            self.dataset.order = order
+            return
+        self.order.assign(order)
+
+
+class OrderedBatches(keras.utils.PyDataset):
+    """The same batches for `fit` on any backend: batch `i` is `x[order[i·B : (i+1)·B]]`.
+
+    Read in order by one worker, with `order` set by `EpochOrder.on_epoch_begin`.
+    """
+
+    def __init__(self, x, y, batch_size: int):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.order = np.arange(len(x))
+
+    def __len__(self):
+        return steps_per_epoch(len(self.x), self.batch_size)
+
+    def __getitem__(self, step):
+        rows = self.order[step * self.batch_size : (step + 1) * self.batch_size]
+        return self.x[rows], self.y[rows]

@@ -15,7 +15,9 @@ import contextlib
 import keras
 
 from keras_bp.config import FitConfig, steps_per_epoch
+from keras_bp.gradients import tensorflow_initial_weights
 from keras_bp.model import build_model
+from keras_bp.runtime.errors import UsageError
 from keras_bp.runtime.walltime import WallClock
 from keras_bp.training import distribute, runs
 from keras_bp.training.early_stopping import AlreadyStopped, ResumableEarlyStopping
@@ -51,6 +53,10 @@ def train_fit(config: FitConfig, data=None, verbose=1, extra_metrics=None, clock
         NonFiniteLoss: the loss or the weights became NaN or Inf; nothing was saved.
     """
     clock = clock or WallClock()
+    if keras.backend.backend() != config.backend:  # KERAS_BACKEND is read at Keras's import
+        raise UsageError(
+            f"backend {config.backend!r}: this process runs Keras on {keras.backend.backend()!r}"
+        )
     with start_run(config, data) as (data, log, stop):
         return _train_fit(config, data, log, stop, verbose, extra_metrics, clock)
 
@@ -65,6 +71,8 @@ def _train_fit(config, data, log, stop, verbose, extra_metrics, clock):
         model = build_model(
             optimizer=config.optimizer, learning_rate=config.learning_rate, speed=config.speed
         )
+    if config.backend != "tensorflow":  # each backend draws its own numbers from one seed
+        model.set_weights(tensorflow_initial_weights(model))
     backup, manifest = log.directory / "keras", log.directory / "keras.sha256.json"
     verify_backup(backup, manifest)  # before BackupAndRestore reads it
     summaries = None

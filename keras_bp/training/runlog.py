@@ -75,6 +75,8 @@ def run_identity(config, data_fingerprint: str, samples: int) -> dict:
         "shuffle": shuffle(config),
         # Replicas sum their gradients in another order than one device: other last bits.
         "distribution": cluster.planned(config),
+        # Each backend has its own kernels: the same run, other last bits.
+        "backend": config.backend,
     }
 
 

@@ -5,6 +5,7 @@ are written atomically, so a kill mid-write never leaves a file a rerun would tr
 """
 
 import platform
+import sys
 from pathlib import Path
 
 import keras
@@ -21,6 +22,7 @@ from keras_bp.training.runlog import RunLog
 # holds the strategy (`keras_bp.training.distribute.describe`).
 RUN_KEYS = (
     "trainer",
+    "backend",
     "test_accuracy",
     "test_loss",
     "epochs",
@@ -61,6 +63,7 @@ def run_metrics(
     identity = log.identity
     return {
         "trainer": identity["trainer"],
+        "backend": identity["backend"],
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "epochs": config.epochs,
@@ -83,12 +86,16 @@ def run_metrics(
 
 
 def versions() -> dict:
-    return {
+    found = {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
     }
+    backend = keras.backend.backend()
+    if backend != "tensorflow":  # the engine that ran the run
+        found[backend] = sys.modules[backend].__version__
+    return found
 
 
 def save_run(out: Path, model: keras.Model, metrics: dict, clock=None) -> dict:
