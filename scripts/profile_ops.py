@@ -1,6 +1,6 @@
 """Where each microsecond of a training step goes, op by op, in TensorFlow's own profiler.
 
-    python scripts/profile_ops.py [--trainers training-floor,tape,manual,fit,fit-fastest]
+    python scripts/profile_ops.py [--trainers training-floor,tape,manual,fit,fit-fastest,…]
                                   [--steps 468] [--top 20] [--out runs/profile] [--verbose]
 
 For the training floor and each trainer as it ships (the loops with `LoopConfig().speed`, `fit`
@@ -13,12 +13,16 @@ with `FitConfig().speed`, whatever those are today), it warms up (traces and com
   training floor times (without XLA), so the window holds its 2-step trace call and its setup
   (the eager ops in its table) too;
 - tape, manual: the loop's compiled chunks (`keras_bp.training.compiled.CompiledSteps`) over the
-  epoch's first `--steps` batches, each chunk's results read back as `keras_bp.training.loop` does;
+  epoch's first `--steps` batches, each chunk's results read back as `keras_bp.training.loop` does,
+  after putting the epoch's training set into its order (one gather of every row, in the window);
 - fit: `model.fit(steps_per_epoch=steps)` of `build_model()` on the recipe's input
   (`keras_bp.training.fit_input.EpochOrder`), without the recipe's guards, checkpoints or
   evaluation;
 - fit-fastest: the same with `keras_bp.config.FIT_FASTEST` (`--steps-per-execution 32
-  --fused`), the fastest `fit` that keeps the recipe's updates.
+  --fused`), the fastest `fit` that keeps the recipe's updates;
+- tape-gather, manual-gather, fit-fastest-gather: the same, each step gathering its batch from
+  the training set instead of slicing it from the epoch's copy (as before that copy; the same
+  batches).
 
 For each, a header line: the wall µs/step with and without the profiler, the busy µs/step
 summed over threads, the µs/step no thread is busy, the CPU. Then a table of the `--top` ops
@@ -40,6 +44,9 @@ TRAINERS = (
     "manual",
     "fit",
     "fit-fastest",
+    "tape-gather",
+    "manual-gather",
+    "fit-fastest-gather",
 )  # keras_bp.speed.profiling.TRAINERS
 # One epoch's full batches: every trainer sees the same batches, and none a partial one.
 MAX_STEPS = SHAPES["x_train"][0] // FitConfig().batch_size

@@ -33,3 +33,16 @@ def epoch_chunks(perm: np.ndarray, batch_size: int, start_step: int, steps_per_c
         step = stop
     if remainder and step == full_steps:
         yield step, perm[full_steps * batch_size :].reshape(1, remainder)
+
+
+def first_row(indices: np.ndarray) -> int | None:
+    """`indices[0, 0]` when `indices` (steps, batch) numbers consecutive rows in order, else None.
+
+    Then step i's batch is the slice of rows `[first + i·batch, first + (i+1)·batch)`: what the
+    loop's chunks are over an epoch's permuted copy, read in order.
+    """
+    flat = indices.ravel()
+    if flat.size == 0:
+        return None
+    first = int(flat[0])
+    return first if np.array_equal(flat, np.arange(first, first + flat.size)) else None

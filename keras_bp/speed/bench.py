@@ -52,13 +52,14 @@ def cpu_description() -> str:
     return f"{info.get('model name', platform.machine())}, {vector}{extras}"
 
 
-def time_loop(kind, data, epochs, speed=LOOP_SPEED):
-    """Run the custom loop (`kind`: "tape" or "manual"); return its `run_figures`."""
+def time_loop(kind, data, epochs, speed=LOOP_SPEED, epoch_copy=True):
+    """Run the custom loop (`kind`: "tape" or "manual"); return its `run_figures`. `epoch_copy`:
+    as `keras_bp.training.loop.train_loop`'s (False: each step gathers its batch)."""
     with tempfile.TemporaryDirectory() as out:
         config = LoopConfig(
             gradients=kind, epochs=epochs, out=Path(out), checkpoint_every=0, speed=speed
         )
-        _, metrics = train_loop(config, data, verbose=0)
+        _, metrics = train_loop(config, data, verbose=0, epoch_copy=epoch_copy)
     return run_figures(metrics)
 
 
@@ -121,14 +122,22 @@ def peak_memory_mb():
 def trainers(data, epochs):
     """`{name: run}` for each trainer; `run()` returns its `run_figures`.
 
-    Each trainer as it ships (the loops with RMSprop fused), then `fit` with the fastest settings
-    that keep its updates and the loops with Keras's op-by-op RMSprop, then all with XLA.
+    Each trainer as it ships (the loops with RMSprop fused, each epoch's batches sliced from its
+    permuted copy), the shipped loops gathering each step's batch instead (as before that copy),
+    then `fit` with the fastest settings that keep its updates and the loops with Keras's op-by-op
+    RMSprop, then all with XLA.
     """
     unfused, xla = replace(LOOP_SPEED, fused=False), replace(LOOP_SPEED, xla=True)
     return {
         "fit: make train (the recipe as is)": lambda: time_fit(data, epochs),
         "tape loop: make custom-loop": lambda: time_loop("tape", data, epochs),
         "manual loop: make manual": lambda: time_loop("manual", data, epochs),
+        "tape loop: a gather per step, no epoch copy": lambda: time_loop(
+            "tape", data, epochs, epoch_copy=False
+        ),
+        "manual loop: a gather per step, no epoch copy": lambda: time_loop(
+            "manual", data, epochs, epoch_copy=False
+        ),
         "fit: --steps-per-execution 32 --fused": lambda: time_fit(data, epochs, FIT_FASTEST),
         "tape loop: --no-fused": lambda: time_loop("tape", data, epochs, unfused),
         "manual loop: --no-fused": lambda: time_loop("manual", data, epochs, unfused),

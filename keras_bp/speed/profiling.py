@@ -22,11 +22,21 @@ from keras_bp.gradients import make_source
 from keras_bp.model import build_model
 from keras_bp.speed import floors
 from keras_bp.speed.op_times import Capture, step_profile
-from keras_bp.training.compiled import CompiledSteps
+from keras_bp.training.compiled import CompiledSteps, epoch_input
 from keras_bp.training.fit_input import EpochOrder
 
-# Each as it ships, and `fit-fastest`: fit with `FIT_FASTEST`, the bench's fastest recipe fit.
-TRAINERS = ("training-floor", "tape", "manual", "fit", "fit-fastest")
+# Each as it ships, and `fit-fastest`: fit with `FIT_FASTEST`, the bench's fastest recipe fit;
+# `…-gather`: the same gathering each step's batch from the training set instead of slicing it
+# from the epoch's permuted copy (`keras_bp.training.compiled.epoch_input`, `fit_input`).
+GATHER = "-gather"
+TRAINERS = (
+    "training-floor",
+    "tape",
+    "manual",
+    "fit",
+    "fit-fastest",
+    *(f"{name}{GATHER}" for name in ("tape", "manual", "fit-fastest")),
+)
 # `floors.training_floor_seconds(steps)` runs a 2-step call (its trace) before the timed one,
 # and both run inside the window; a test checks the floor's updates come out at 1 per step.
 FLOOR_WARM_STEPS = 2
@@ -56,16 +66,16 @@ def trainer_window(trainer, data, steps, seed=0, batch_size=None) -> Window:
     if trainer == "training-floor":
         floors.training_floor_seconds(1)  # builds and traces the floor's graph
         return Window(lambda: floors.training_floor_seconds(steps), steps + FLOOR_WARM_STEPS, None)
-    if trainer in ("fit", "fit-fastest"):
-        speed = FitConfig().speed if trainer == "fit" else FIT_FASTEST
-        return _fit_window(x_train, y_train, steps, seed, batch_size, speed)
-    if trainer in ("tape", "manual"):
-        speed = LoopConfig().speed
-        return _loop_window(trainer, x_train, y_train, steps, seed, batch_size, speed)
-    raise ValueError(f"trainer: expected one of {TRAINERS}, received {trainer!r}")
+    if trainer not in TRAINERS:
+        raise ValueError(f"trainer: expected one of {TRAINERS}, received {trainer!r}")
+    name, copy = trainer.removesuffix(GATHER), not trainer.endswith(GATHER)
+    if name in ("fit", "fit-fastest"):
+        speed = FitConfig().speed if name == "fit" else FIT_FASTEST
+        return _fit_window(x_train, y_train, steps, seed, batch_size, speed, copy)
+    return _loop_window(name, x_train, y_train, steps, seed, batch_size, LoopConfig().speed, copy)
 
 
-def _loop_window(kind, x_train, y_train, steps, seed, batch_size, speed):
+def _loop_window(kind, x_train, y_train, steps, seed, batch_size, speed, copy):
     source = make_source(kind, seed=seed, fused=speed.fused)
     x, y = tf.constant(x_train), tf.constant(y_train)
     compiled = CompiledSteps(
@@ -75,21 +85,32 @@ def _loop_window(kind, x_train, y_train, steps, seed, batch_size, speed):
         xla=speed.xla,
         chunk_shape=(speed.steps_per_call, batch_size),
     )
-    order = epoch_permutation(seed, 0, len(x_train))[: steps * batch_size]
-    chunks = [indices for _, indices in epoch_chunks(order, batch_size, 0, speed.steps_per_call)]
+    perm = epoch_permutation(seed, 0, len(x_train))
+    _, _, order = epoch_input(x, y, perm, copy)
+    chunks = [
+        indices
+        for _, indices in epoch_chunks(
+            order[: steps * batch_size], batch_size, 0, speed.steps_per_call
+        )
+    ]
 
     def run():
-        for indices in chunks:  # as keras_bp.training.loop does: each chunk's results back to NumPy
-            [t.numpy() for t in compiled.run(x, y, indices)]
+        # As keras_bp.training.loop does: the epoch's input (its permuted copy, by default), then
+        # the chunks, each one's results back to NumPy.
+        xs, ys, _ = epoch_input(x, y, perm, copy)
+        for indices in chunks:
+            [t.numpy() for t in compiled.run(xs, ys, indices)]
 
-    [t.numpy() for t in compiled.run(x, y, chunks[0])]  # trace, and compile under XLA
+    xs, ys, _ = epoch_input(x, y, perm, copy)
+    [t.numpy() for t in compiled.run(xs, ys, chunks[0])]  # trace, and compile under XLA
+    del xs, ys
     return Window(run, steps, speed)
 
 
-def _fit_window(x_train, y_train, steps, seed, batch_size, speed):
+def _fit_window(x_train, y_train, steps, seed, batch_size, speed, copy):
     keras.utils.set_random_seed(seed)
     model = build_model(speed=speed)
-    order = EpochOrder(x_train, y_train, batch_size, seed)  # the recipe's input (fit_input)
+    order = EpochOrder(x_train, y_train, batch_size, seed, copy)  # the recipe's input (fit_input)
 
     def fit(n):
         model.fit(

@@ -20,10 +20,11 @@ under the strategy's scope, so that its variables and its optimizer's are mirror
 import numpy as np
 import tensorflow as tf
 
+from keras_bp.data.batches import first_row
 from keras_bp.gradients import GradientSource, TapeGradients, count_correct
 from keras_bp.runtime import cluster
 from keras_bp.runtime.errors import UsageError
-from keras_bp.training.compiled import step_signature
+from keras_bp.training.compiled import batch_rows, rows_signature, step_signature, while_steps
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -97,7 +98,10 @@ class DistributedSteps:
     Keras's optimizer. Either way each replica applies `Σ_r (n_r/N)·g_r`.
 
     Every worker passes the same `x`, `y` and `indices` (the loop's shuffle is a function of
-    the seed and the epoch) and trains on its replicas' slices only.
+    the seed and the epoch) and trains on its replicas' slices only. Indices that number
+    consecutive rows (the loop's, over each epoch's permuted copy: `compiled.epoch_input`) run
+    in `rows_graph`, where each replica slices its rows; any others in `graph`, where it
+    gathers them.
 
     Args:
         source: a gradient source built under `strategy.scope()`.
@@ -119,7 +123,12 @@ class DistributedSteps:
         self.keras_source = isinstance(source, TapeGradients)  # distribution-aware, see above
         self.traces = 0
         signature = step_signature(num_features, num_classes)
-        self.graph = tf.function(self._run, input_signature=signature, autograph=False)
+        self.graph = tf.function(self._gathered, input_signature=signature, autograph=False)
+        self.rows_graph = tf.function(
+            self._sliced,
+            input_signature=rows_signature(num_features, num_classes),
+            autograph=False,
+        )
         self.evaluate_graph = tf.function(
             self._evaluate, input_signature=signature[:2], autograph=False
         )
@@ -132,6 +141,9 @@ class DistributedSteps:
             raise ValueError(_undivided(batch, self.replicas))
         if batch < self.replicas:
             raise ValueError(f"a batch of {batch} rows cannot feed {self.replicas} replicas")
+        first = first_row(indices)
+        if first is not None:
+            return self.rows_graph(x, y, first, batch, steps)
         return self.graph(x, y, indices, steps)
 
     def evaluate(self, x, y):
@@ -149,29 +161,48 @@ class DistributedSteps:
         `strategy.run` or `strategy.scope()`, read at trace time); 1 otherwise."""
         return tf.distribute.get_strategy().num_replicas_in_sync if self.keras_source else 1
 
-    def _run(self, x, y, indices, steps):
+    def _gathered(self, x, y, indices, steps):
         self.traces += 1
-
-        def step(i, losses, correct):
-            totals = self.strategy.run(self._replica_step, args=(x, y, indices[i]))
-            loss, hits = tf.unstack(self.strategy.experimental_local_results(totals)[0])
-            return i + 1, losses.write(i, loss), correct.write(i, tf.cast(hits, tf.int32))
-
-        size = tf.shape(indices)[0]
-        _, losses, correct = tf.while_loop(
-            lambda i, *_: i < steps,
-            step,
-            (0, tf.TensorArray(tf.float32, size=size), tf.TensorArray(tf.int32, size=size)),
+        return while_steps(
+            lambda i: self._global_step(self._replica_gathers, (x, y, indices[i])),
+            steps,
+            size=tf.shape(indices)[0],
         )
-        return losses.stack(), correct.stack()
 
-    def _replica_step(self, x, y, batch):
-        """One replica's part of a step: its slice's scaled loss and its hit count."""
+    def _sliced(self, x, y, first, batch, steps):
+        self.traces += 1
+        return while_steps(
+            lambda i: self._global_step(self._replica_slices, (x, y, first + i * batch, batch)),
+            steps,
+            size=steps,
+        )
+
+    def _global_step(self, replica_step, args):
+        """`(loss, hits)` of one step over the global batch: `replica_step` on every replica."""
+        totals = self.strategy.run(replica_step, args=args)
+        return tf.unstack(self.strategy.experimental_local_results(totals)[0])
+
+    def _part(self, n):
+        """This replica's rows `[lo, hi)` of a global batch of `n`."""
+        r = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return r * n // self.replicas, (r + 1) * n // self.replicas
+
+    def _replica_gathers(self, x, y, batch):
+        """One replica's part of a step on the rows `batch` lists, gathered."""
+        lo, hi = self._part(tf.shape(batch)[0])
+        rows = batch[lo:hi]
+        return self._replica_step(tf.gather(x, rows), tf.gather(y, rows), tf.shape(batch)[0])
+
+    def _replica_slices(self, x, y, first, n):
+        """One replica's part of a step on rows `[first, first + n)`, sliced."""
+        lo, hi = self._part(n)
+        return self._replica_step(*batch_rows(x, y, first + lo, hi - lo), n)
+
+    def _replica_step(self, xs, ys, n):
+        """One replica's part of a step on its rows `xs`, `ys` of the global batch of `n`: its
+        slice's scaled loss and its hit count."""
         context = tf.distribute.get_replica_context()
-        n, r, replicas = tf.shape(batch)[0], context.replica_id_in_sync_group, self.replicas
-        rows = batch[r * n // replicas : (r + 1) * n // replicas]
-        share = tf.cast(tf.shape(rows)[0], tf.float32) / tf.cast(n, tf.float32)  # n_r / N
-        xs, ys = tf.gather(x, rows), tf.gather(y, rows)
+        share = tf.cast(tf.shape(xs)[0], tf.float32) / tf.cast(n, tf.float32)  # n_r / N
         loss, scores, grads = self.source.loss_and_gradients(xs, ys)
         mean = tf.cast(loss, tf.float32) * self._loss_divisor()  # the slice's mean loss
         weight = share * self._loss_divisor()  # from the source's gradients to n_r/N's

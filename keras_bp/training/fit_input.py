@@ -22,22 +22,36 @@ from keras_bp.data.batches import epoch_permutation
 class EpochOrder(keras.callbacks.Callback):
     """`dataset`: the batches of `(x, y)` in epoch `e`'s order, which `on_epoch_begin(e)` sets.
 
-    Keras creates the epoch's iterator after `on_epoch_begin`, so each epoch's batches read the
-    order of that epoch. The last batch is partial when `batch_size` does not divide `len(x)`.
+    `on_epoch_begin` puts the training set into the epoch's order once (one streaming pass, as
+    the loop's `keras_bp.training.compiled.epoch_input`), so each batch is a slice of that copy,
+    not a gather of rows scattered over all of it. Keras creates the epoch's iterator after
+    `on_epoch_begin`, so each epoch's batches read the copy of that epoch. The last batch is
+    partial when `batch_size` does not divide `len(x)`.
+
+    `copy=False` keeps only the order and gathers each batch (as before the copy; `make profile`
+    times both): the same batches.
     """
 
-    def __init__(self, x, y, batch_size: int, seed: int):
+    def __init__(self, x, y, batch_size: int, seed: int, copy=True):
         super().__init__()
-        self.seed, self.samples = seed, len(x)
+        self.seed, self.samples, self.copy = seed, len(x), copy
         if keras.backend.backend() != "tensorflow":  # tf.data's variables are TensorFlow's
             self.dataset = OrderedBatches(x, y, batch_size)
             return
-        self.order = tf.Variable(tf.range(self.samples), trainable=False)
-        x, y = tf.constant(x), tf.constant(y)
+        self.x, self.y = tf.constant(x), tf.constant(y)
+        # The epoch's rows: its copy, or its order. Assigned each epoch; a batch read before an
+        # assignment keeps the buffer it read (a variable's new value never overwrites one in use).
+        if copy:
+            self.x_epoch = tf.Variable(self.x, trainable=False)
+            self.y_epoch = tf.Variable(self.y, trainable=False)
+        else:
+            self.order = tf.Variable(tf.range(self.samples), trainable=False)
 
         def batch(step):
-            indices = self.order[step * batch_size : (step + 1) * batch_size]
-            return tf.gather(x, indices), tf.gather(y, indices)
+            rows = slice(step * batch_size, (step + 1) * batch_size)
+            if copy:
+                return self.x_epoch[rows], self.y_epoch[rows]
+            return tf.gather(self.x, self.order[rows]), tf.gather(self.y, self.order[rows])
 
         steps = steps_per_epoch(self.samples, batch_size)
         self.dataset = tf.data.Dataset.range(steps).map(batch).prefetch(2)
@@ -47,7 +61,11 @@ class EpochOrder(keras.callbacks.Callback):
         if isinstance(self.dataset, OrderedBatches):
             self.dataset.order = order
             return
-        self.order.assign(order)
+        if not self.copy:
+            self.order.assign(order)
+            return
+        self.x_epoch.assign(tf.gather(self.x, order))
+        self.y_epoch.assign(tf.gather(self.y, order))
 
 
 class OrderedBatches(keras.utils.PyDataset):

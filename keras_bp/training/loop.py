@@ -22,14 +22,16 @@ from keras_bp.runtime.errors import Interrupted, NonFiniteLoss
 from keras_bp.runtime.walltime import PhaseTimes, WallClock, startup_seconds
 from keras_bp.training import distribute, runs
 from keras_bp.training.checkpoints import RunCheckpoint
-from keras_bp.training.compiled import CompiledSteps
+from keras_bp.training.compiled import CompiledSteps, epoch_input
 from keras_bp.training.distribute import DistributedSteps
 from keras_bp.training.early_stopping import BestWeights, replay
 from keras_bp.training.runlog import resume_dir, resume_message, resumed_at, start_run
 from keras_bp.training.summaries import EpochSummaries
 
 
-def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None, clock=None):
+def train_loop(
+    config: LoopConfig, data=None, verbose=1, extra_metrics=None, clock=None, epoch_copy=True
+):
     """Train with `config.gradients`' gradients; save the run into `config.out`.
 
     Resumes from the checkpoints in `config.out` if a run with the same identity was killed.
@@ -41,6 +43,9 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None, clo
         extra_metrics: more entries for `metrics.json`, such as the thread counts.
         clock: a `keras_bp.runtime.walltime.WallClock` to add this run's phases to (setup, trace,
             training, evaluation, checkpoints, saving); `metrics.json` gets its `wall_seconds`.
+        epoch_copy: each epoch, put the training set in the epoch's order once and slice each
+            batch from that copy; `False`: gather each step's batch (`compiled.epoch_input`).
+            The same batches either way; `make bench` times both.
 
     Returns:
         `(model, metrics)`: the trained Keras model and what was written to `metrics.json`.
@@ -55,10 +60,12 @@ def train_loop(config: LoopConfig, data=None, verbose=1, extra_metrics=None, clo
     config = dataclasses.replace(config, out=cluster.process_out(config))
     clock = clock or WallClock()
     with start_run(config, data) as (data, log, stop):
-        return _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, clock)
+        return _train_loop(
+            config, data, log, stop, verbose, extra_metrics, chief_out, clock, epoch_copy
+        )
 
 
-def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, clock):
+def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, clock, epoch_copy):
     x_train, y_train = data.train
     n = len(x_train)
     strategy = distribute.strategy_for(config)  # None: one device
@@ -115,15 +122,18 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, cloc
     timed = PhaseTimes()  # evaluation and checkpoints, inside the epochs' wall time
     trained, this_epoch = [], 0.0  # the seconds of each epoch this process trained (not resumed)
     tick = perf_counter()
+    stop.phase = "training"  # a signal now stops at the next safe point, with a checkpoint
     while epoch < config.epochs and not (rule and rule.stopped):
         perm = epoch_permutation(config.seed, epoch, n)
+        xs = ys = None  # the last epoch's copy goes before this one's is made
+        xs, ys, order = epoch_input(x, y, perm, copy=epoch_copy)  # a function of (seed, epoch)
         bar = keras.utils.Progbar(per_epoch, verbose=verbose, stateful_metrics=["loss", "accuracy"])
         if verbose:
             print(f"Epoch {epoch + 1}/{config.epochs}")
         for first, indices in epoch_chunks(
-            perm, config.batch_size, step, config.speed.steps_per_call
+            order, config.batch_size, step, config.speed.steps_per_call
         ):
-            losses, correct = (t.numpy() for t in steps.run(x, y, indices))
+            losses, correct = (t.numpy() for t in steps.run(xs, ys, indices))
             _check_finite_losses(losses, epoch, first, ckpt)
             step = first + len(losses)
             now = perf_counter()
@@ -168,6 +178,7 @@ def _train_loop(config, data, log, stop, verbose, extra_metrics, chief_out, cloc
             _stop_if_requested(stop, f"the end of epoch {epoch} of {config.epochs}", ckpt)
         tick = perf_counter()
 
+    stop.phase = "finishing"  # evaluating and saving: quicker to finish than to stop
     if rule:  # as Keras's restore_best_weights: end with the best epoch's weights
         for v, w in zip(source.variables, best.load(rule.best_epoch), strict=True):
             v.assign(w)
