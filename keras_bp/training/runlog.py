@@ -54,7 +54,21 @@ def start_run(config, data=None):
     data = hold_out(data, held_out)
     check_training_data(data, config.batch_size)
     with RunLock(config.out), stop_requests() as stop:
+        say_if_replacing(config.out)
         yield data, RunLog(config.out, identity, config.fresh), stop
+
+
+def say_if_replacing(out):
+    """One line when this run is about to replace a finished run in `out`: a run started from
+    Python with the default `out` (`keras_bp.config.DEFAULT_OUT`) never silently replaces the
+    run of the `make` target that writes there."""
+    out = Path(out)
+    if (out / "metrics.json").exists() and not resume_dir(out).exists():
+        print(
+            f"{out} holds a finished run: this run replaces its metrics.json and model.keras "
+            "(another --out, or out= from Python, keeps it)",
+            flush=True,
+        )
 
 
 def run_identity(config, data_fingerprint: str, samples: int) -> dict:
