@@ -83,3 +83,34 @@ def run_script(*args, timeout=600):
         text=True,
         timeout=timeout,
     )
+
+
+def run_main(script, *args):
+    """Run `scripts/<script>`'s `main()` in this process, through `cli.run` as the script does.
+
+    Returns `subprocess.CompletedProcess(args, exit code, stdout, stderr)`, as `run_script`
+    does, in milliseconds where the process would spend seconds starting TensorFlow: for tests
+    of what a command checks. Each script keeps at least one `run_script` test for the real
+    process's exit code and its one-line message.
+    """
+    import importlib.util
+    from contextlib import redirect_stderr, redirect_stdout
+    from io import StringIO
+
+    from keras_bp import cli
+
+    path = ROOT / "scripts" / script
+    spec = importlib.util.spec_from_file_location(f"script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    command = [str(path), *map(str, args)]
+    argv, sys.argv = sys.argv, command
+    stdout, stderr = StringIO(), StringIO()
+    try:
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            code = cli.run(module.main) or 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(command, code, stdout.getvalue(), stderr.getvalue())

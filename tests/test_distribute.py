@@ -23,13 +23,23 @@ from keras_bp.runtime.errors import UsageError
 
 BOUND = 1e-6  # largest |Δw| allowed between 2 replicas and one device
 
-# Both sources on 2 mirrored replicas vs one device: a 1-step chunk, a 3-step chunk, then a
-# final partial batch of 97 rows (split 48/49), on real MNIST.
+# One interpreter for every check on 2 mirrored replicas (TensorFlow's start is most of each
+# one's time), on real MNIST. First both sources' compiled steps vs one device: a 1-step chunk, a
+# 3-step chunk, then a final partial batch of 97 rows (split 48/49). Then the three trainers as
+# the scripts run them (`--strategy mirrored --replicas 2`, fit `--fused`) and the tape loop on
+# one device, 1 epoch of 1500 images, each saved into its directory under argv[1]. Last, what
+# asking for devices or collectives says once TensorFlow runs.
 MIRRORED = r"""
 import json
+import os
+import sys
+from pathlib import Path
 import numpy as np
-from keras_bp.training.distribute import DistributedSteps, is_chief, mirrored, worker_count
-strategy = mirrored(2)  # before any TensorFlow op
+from keras_bp.config import FitConfig, LoopConfig
+from keras_bp.training.distribute import DistributedSteps, is_chief, strategy_for, worker_count
+# mirrored(2), before any TensorFlow op, as the one the trainers below get: two strategies on
+# the same devices would mix up their collectives.
+strategy = strategy_for(LoopConfig(strategy="mirrored", replicas=2))
 import tensorflow as tf
 from keras_bp.data.batches import epoch_permutation
 from keras_bp.training.compiled import CompiledSteps
@@ -66,38 +76,71 @@ for kind in ("tape", "manual"):
     result["copies_equal"] = all(np.array_equal(*(c.numpy() for c in cs)) for cs in copies)
     result["traces"] = steps.traces
     result["evaluate"] = [steps.evaluate(x, y), single.evaluate(x, y)]
-print(json.dumps(out))
-"""
 
-TOO_LATE = r"""
-import json
-import os
-import tensorflow as tf
-from keras_bp.training.distribute import configure_replicas, multi_worker
+from dataclasses import replace
+import keras
+from keras_bp.saving import load_model
+from keras_bp.training.loop import train_loop
+from keras_bp.training.recipe import train_fit
+
+data = mnist_arrays(train_samples=1500)
+two = {"strategy": "mirrored", "replicas": 2}
+fused = replace(FitConfig().speed, fused=True)
+runs = {
+    "one device": (train_loop, LoopConfig(gradients="tape")),
+    "tape": (train_loop, LoopConfig(gradients="tape", **two)),
+    "manual": (train_loop, LoopConfig(gradients="manual", **two)),
+    "fit": (train_fit, FitConfig(speed=fused, **two)),
+}
+saved = {}
+for name, (train, config) in runs.items():
+    keras.backend.clear_session()
+    config = replace(config, epochs=1, train_samples=1500, out=Path(sys.argv[1], name))
+    _, metrics = train(config, data, verbose=0)
+    saved[name] = load_model(config.out / "model.keras").get_weights()
+    out.setdefault("trainers", {})[name] = {
+        "distribution": metrics["distribution"],
+        "weights_sha256": metrics["weights_sha256"],
+        "vs_one_device": max_abs_difference(saved[name], saved["one device"]),
+    }
+initial = [v.numpy() for v in make_source("tape", seed=0).variables]
+out["trainers"]["one device"]["moved"] = max_abs_difference(saved["one device"], initial)
+
 from keras_bp.runtime.errors import UsageError
-tf.constant(1.0) + 1  # TensorFlow has started
+from keras_bp.training.distribute import configure_replicas, multi_worker
 os.environ["TF_CONFIG"] = json.dumps(
     {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}
 )
-for late in (lambda: configure_replicas(2), multi_worker):
+out["too_late"] = []
+for late in (lambda: configure_replicas(3), multi_worker):
     try:
         late()
-        print("no error")
+        out["too_late"].append("no error")
     except UsageError as e:
-        print(e)
+        out["too_late"].append(str(e))
+print(json.dumps(out))
 """
 
 
-def run_python(code, timeout=300):
-    """Run `code` in a fresh interpreter; return its lines of stdout."""
-    proc = run_script("-c", code, timeout=timeout)
+def run_python(code, *args, timeout=300):
+    """Run `code` in a fresh interpreter with `args` as argv[1:]; return its lines of stdout."""
+    proc = run_script("-c", code, *args, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()
 
 
-def test_two_mirrored_replicas_train_as_one_device():
-    """One interpreter for both sources (TensorFlow's start is most of the time)."""
-    run = json.loads(run_python(MIRRORED)[-1])
+def test_two_mirrored_replicas_train_as_one_device(tmp_path):
+    """MIRRORED, one process: the compiled steps, then the three trainers, then a late ask."""
+    run = json.loads(run_python(MIRRORED, tmp_path)[-1])
+    compiled_steps_match_one_device(run)
+    trainers_match_one_device(run["trainers"])
+    # Devices and collectives must come first: asked for once TensorFlow runs, they are refused.
+    late_replicas, late_workers = run["too_late"]
+    assert "TensorFlow has already started" in late_replicas
+    assert "before any TensorFlow op runs" in late_workers
+
+
+def compiled_steps_match_one_device(run):
     assert (run["chief"], run["workers"]) == (True, 1)
     for kind in ("tape", "manual"):
         result = run[kind]
@@ -118,6 +161,28 @@ def test_two_mirrored_replicas_train_as_one_device():
         assert result["moved"] > 1000 * BOUND, kind
 
 
+def trainers_match_one_device(trainers):
+    """The three trainers as `--strategy mirrored --replicas 2` runs them each end where the
+    tape loop on one device ends, to float rounding; fit and the tape loop, both mirrored and
+    with the loops' fused RMSprop, bit for bit. (Through the scripts, one process each:
+    test_data_parallel.py::test_mirrored_replicas_train_as_one_device_does, slow.)"""
+    assert trainers["one device"]["distribution"] == {
+        "strategy": None,
+        "replicas": 1,
+        "workers": 1,
+    }
+    for name in ["tape", "manual", "fit"]:
+        assert trainers[name]["distribution"] == {
+            "strategy": "mirrored",
+            "replicas": 2,
+            "workers": 1,
+        }, name
+        assert trainers[name]["vs_one_device"] <= 1e-5, (name, trainers[name])
+    assert trainers["fit"]["weights_sha256"] == trainers["tape"]["weights_sha256"]
+    # The bound means something: 12 steps moved the weights far more than it.
+    assert trainers["one device"]["moved"] > 100 * 1e-5
+
+
 def test_a_batch_that_does_not_split_is_refused():
     """Checked in Python before anything runs, so a stand-in for a 2-replica strategy will do."""
     from keras_bp.training.distribute import DistributedSteps
@@ -131,12 +196,6 @@ def test_a_batch_that_does_not_split_is_refused():
     # A final partial batch may be uneven (its test is above), but must feed every replica.
     with pytest.raises(ValueError, match="a batch of 1 rows cannot feed 2 replicas"):
         DistributedSteps(None, two_replicas, 784, 10, 128).run(None, None, [[0]])
-
-
-def test_devices_and_collectives_must_come_first():
-    late_replicas, late_workers = run_python(TOO_LATE)[-2:]
-    assert "TensorFlow has already started" in late_replicas
-    assert "before any TensorFlow op runs" in late_workers
 
 
 WORKER_SHAPE = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}

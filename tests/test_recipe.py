@@ -5,7 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import run_main, run_script
 
 from keras_bp import saving
 from keras_bp.config import FitConfig, Speed
@@ -169,12 +169,14 @@ def test_same_seed_same_initial_weights_different_seed_different():
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    """`main()` in this process: the checks, not TensorFlow's start. The real process's exit
+    code and line: test_safety.py::test_bad_input_is_refused_before_anything_is_created."""
     if "--out" not in args:
         args = [*args, "--out", tmp_path / "run"]
     if "--stale-backup" in args:
         args.remove("--stale-backup")
         write_backup_identity(tmp_path / "run", epochs=5)
-    proc = run_script("scripts/train.py", *args)
+    proc = run_main("train.py", *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr

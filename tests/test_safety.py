@@ -42,7 +42,7 @@ def holder(out):
 @pytest.mark.parametrize(
     "script, args",
     [
-        ("manual_backprop.py", ["--epochs", "3", "--train-samples", "30000"]),
+        ("manual_backprop.py", ["--epochs", "3", "--train-samples", "1536"]),
         pytest.param(
             "train.py", ["--epochs", "3", "--train-samples", "20000"], marks=pytest.mark.slow
         ),
@@ -51,10 +51,16 @@ def holder(out):
 def test_a_second_run_into_a_busy_directory_is_refused_and_the_first_is_unaffected(
     script, args, tmp_path
 ):
+    """The first run is paused (SIGSTOP) while the second tries, so it is surely still running
+    however short it is; the lock is the kernel's, held by the paused process all the same."""
     first = start(script, *args, "--out", tmp_path)
     wait_for(lambda: holder(tmp_path) == str(first.pid), first, "the first run took the lock")
-    second = run_script(f"scripts/{script}", *args, "--out", tmp_path, timeout=60)
-    still_running = first.poll() is None
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = run_script(f"scripts/{script}", *args, "--out", tmp_path, timeout=60)
+        still_running = first.poll() is None
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2
     assert second.stderr.strip().splitlines() == [
         f"{script}: error: --out {tmp_path} is in use by another run (PID {first.pid}); "
