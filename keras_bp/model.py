@@ -1,4 +1,4 @@
-"""The tutorial's model: 784 → Dense(512, relu) → Dense(10, softmax), compiled as the tutorial does."""
+"""The tutorial's model: 784 → Dense(512, relu) → Dense(10, softmax), compiled as published."""
 
 import hashlib
 
