@@ -4,19 +4,21 @@ A layer computes `y = f(w·x + b)`; its backward takes `dy = ∂L/∂y` and retu
 `dx, dw, db`, so that one step of gradient descent is `w ← w − η·∂L/∂w`.
 
 Every forward returns `(out, cache)` and its backward takes `(d_out, cache)`. All functions
-are TensorFlow ops, so they run eagerly and inside `tf.function`. They accept numpy arrays or
-tensors of one floating dtype (float32 or float64) and return tensors of that dtype.
+are written with `keras.ops`, so the same code runs on every Keras backend (TensorFlow, JAX,
+PyTorch), eagerly and inside a compiled step (`tf.function`, `jax.jit`). They accept numpy arrays
+or the backend's tensors of one floating dtype (float32 or float64) and return the backend's
+tensors of that dtype.
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 
 def _as_tensors(**named):
     """Convert each argument to a tensor and check they share one floating dtype."""
-    tensors = {name: tf.convert_to_tensor(value) for name, value in named.items()}
-    dtypes = {name: t.dtype.name for name, t in tensors.items()}
-    if not all(t.dtype.is_floating for t in tensors.values()):
+    tensors = {name: ops.convert_to_tensor(value) for name, value in named.items()}
+    dtypes = {name: keras.backend.standardize_dtype(t.dtype) for name, t in tensors.items()}
+    if not all(dtype.startswith(("float", "bfloat")) for dtype in dtypes.values()):
         raise ValueError(f"expected floating tensors (float32 or float64), received {dtypes}")
     if len(set(dtypes.values())) > 1:
         raise ValueError(f"expected one dtype for all arguments, received {dtypes}")
@@ -24,10 +26,12 @@ def _as_tensors(**named):
 
 
 def _check_shape(name, tensor, expected):
-    if not tensor.shape.is_compatible_with(expected):
-        raise ValueError(
-            f"{name}: expected shape {tuple(expected)}, received {tuple(tensor.shape)}"
-        )
+    shape = tuple(tensor.shape)  # a dimension unknown until run time is None, matching any
+    if len(shape) != len(expected) or any(
+        known is not None and want is not None and known != want
+        for known, want in zip(shape, expected, strict=True)
+    ):
+        raise ValueError(f"{name}: expected shape {tuple(expected)}, received {shape}")
 
 
 # Affine: z = x·w + b.  x: (N, D), w: (D, M), b: (M,), z: (N, M).
@@ -39,9 +43,7 @@ def affine_forward(x, w, b):
     _check_shape("w", w, [None, None])
     _check_shape("x", x, [None, w.shape[0]])
     _check_shape("b", b, [w.shape[1]])
-    # (N, M): b broadcasts over the batch. bias_add is that addition, in the form TensorFlow
-    # fuses with the matmul (and a following relu) into one kernel.
-    z = tf.nn.bias_add(tf.matmul(x, w), b)
+    z = ops.matmul(x, w) + b  # (N, M): b broadcasts over the batch
     return z, (x, w)
 
 
@@ -54,9 +56,9 @@ def affine_backward(dz, cache, input_grad=True):
     x, w = cache
     dz, _ = _as_tensors(dz=dz, x=x)
     _check_shape("dz", dz, [x.shape[0], w.shape[1]])
-    dx = tf.matmul(dz, w, transpose_b=True) if input_grad else None  # (N, D)
-    dw = tf.matmul(x, dz, transpose_a=True)  # (D, M)
-    db = tf.reduce_sum(dz, axis=0)  # (M,)
+    dx = ops.matmul(dz, ops.transpose(w)) if input_grad else None  # (N, D)
+    dw = ops.matmul(ops.transpose(x), dz)  # (D, M)
+    db = ops.sum(dz, axis=0)  # (M,)
     return dx, dw, db
 
 
@@ -77,22 +79,24 @@ def relu_forward(z):
     The textbook caches z; this caches a, which says the same (a > 0 exactly where z > 0). With
     z used by nothing else, TensorFlow fuses the matmul, bias add and max into one kernel.
     """
-    a = tf.nn.relu(z)
+    a = ops.relu(z)
     return a, a
 
 
 def relu_backward(da, a):
-    """dz = da · 1[z > 0]; the kink at 0 gets gradient 0, as `tf.nn.relu` gives.
+    """dz = da · 1[z > 0]; the kink at 0 gets gradient 0, as `keras.ops.relu` gives.
 
     As a = max(0, z) ≥ 0, the indicator 1[z > 0] equals sign(a): the code writes it that way
     because it is one elementwise op instead of a comparison and a cast (README, Speed).
     """
-    return da * tf.sign(a)
+    return da * ops.sign(a)
 
 
 def sigmoid_forward(z):
     """a = σ(z) = 1 / (1 + e^−z)."""
-    a = tf.math.sigmoid(z)
+    # Written out: `keras.ops.sigmoid` tags its output with z (`_keras_logits`), and Keras's
+    # losses would then read z instead of a.
+    a = 1 / (1 + ops.exp(-z))
     return a, a
 
 
@@ -103,7 +107,7 @@ def sigmoid_backward(da, a):
 
 def tanh_forward(z):
     """a = tanh(z)."""
-    a = tf.math.tanh(z)
+    a = ops.tanh(z)
     return a, a
 
 
@@ -115,14 +119,14 @@ def tanh_backward(da, a):
 def softmax_forward(z):
     """p_i = e^{z_i} / Σ_j e^{z_j} over the last axis; the row max is subtracted so e^z
     cannot overflow (softmax is unchanged by a shift)."""
-    e = tf.exp(z - tf.reduce_max(z, axis=-1, keepdims=True))  # (N, M)
-    p = e / tf.reduce_sum(e, axis=-1, keepdims=True)
+    e = ops.exp(z - ops.max(z, axis=-1, keepdims=True))  # (N, M)
+    p = e / ops.sum(e, axis=-1, keepdims=True)
     return p, p
 
 
 def softmax_backward(dp, p):
     """The vector-Jacobian product of softmax: dz = p · (dp − Σ_j dp_j·p_j)."""
-    return p * (dp - tf.reduce_sum(dp * p, axis=-1, keepdims=True))  # (N, M)
+    return p * (dp - ops.sum(dp * p, axis=-1, keepdims=True))  # (N, M)
 
 
 ACTIVATIONS = {
@@ -213,8 +217,8 @@ def mean_squared_error(y_true, y_pred):
     y_true, y_pred = _as_tensors(y_true=y_true, y_pred=y_pred)
     _check_shape("y_pred", y_pred, y_true.shape)
     diff = y_pred - y_true
-    count = tf.cast(tf.size(diff), diff.dtype)
-    return tf.reduce_sum(diff * diff) / count, 2 * diff / count
+    count = ops.cast(ops.size(diff), diff.dtype)
+    return ops.sum(diff * diff) / count, 2 * diff / count
 
 
 def categorical_crossentropy(y_true, y_pred):
@@ -230,16 +234,16 @@ def categorical_crossentropy(y_true, y_pred):
     y_true, y_pred = _as_tensors(y_true=y_true, y_pred=y_pred)
     _check_shape("y_pred", y_pred, y_true.shape)
     _check_shape("y_true", y_true, [None, None])
-    n = tf.cast(tf.shape(y_true)[0], y_true.dtype)
+    n = ops.cast(ops.shape(y_true)[0], y_true.dtype)
     eps = keras.config.epsilon()
-    total = tf.reduce_sum(y_pred, axis=-1, keepdims=True)  # (N, 1)
+    total = ops.sum(y_pred, axis=-1, keepdims=True)  # (N, 1)
     q = y_pred / total  # (N, M)
-    c = tf.clip_by_value(q, eps, 1 - eps)
-    loss = -tf.reduce_sum(y_true * tf.math.log(c)) / n
+    c = ops.clip(q, eps, 1 - eps)
+    loss = -ops.sum(y_true * ops.log(c)) / n
     # Backwards through the three steps: log, clip (gradient passes inside [ε, 1 − ε]),
     # then q = p / s, whose vector-Jacobian product is dp = (dq − Σ_j dq_j·q_j) / s.
-    dq = -y_true / c / n * tf.cast((q >= eps) & (q <= 1 - eps), q.dtype)
-    dy_pred = (dq - tf.reduce_sum(dq * q, axis=-1, keepdims=True)) / total
+    dq = -y_true / c / n * ops.cast(ops.logical_and(q >= eps, q <= 1 - eps), q.dtype)
+    dy_pred = (dq - ops.sum(dq * q, axis=-1, keepdims=True)) / total
     return loss, dy_pred
 
 
@@ -263,7 +267,7 @@ def softmax_crossentropy_backward(y_true, p):
     """dz = (p − y_true) / N for p = softmax(z), y_true and p: (N, M)."""
     y_true, p = _as_tensors(y_true=y_true, p=p)
     _check_shape("p", p, y_true.shape)
-    return (p - y_true) / tf.cast(tf.shape(p)[0], p.dtype)
+    return (p - y_true) / ops.cast(ops.shape(p)[0], p.dtype)
 
 
 def softmax_crossentropy(y_true, logits):
@@ -275,7 +279,7 @@ def softmax_crossentropy(y_true, logits):
     y_true, logits = _as_tensors(y_true=y_true, logits=logits)
     _check_shape("logits", logits, y_true.shape)
     _check_shape("y_true", y_true, [None, None])
-    shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)  # (N, M)
-    log_p = shifted - tf.math.log(tf.reduce_sum(tf.exp(shifted), axis=-1, keepdims=True))
-    loss = -tf.reduce_mean(tf.reduce_sum(y_true * log_p, axis=-1))
-    return loss, softmax_crossentropy_backward(y_true, tf.exp(log_p))
+    shifted = logits - ops.max(logits, axis=-1, keepdims=True)  # (N, M)
+    log_p = shifted - ops.log(ops.sum(ops.exp(shifted), axis=-1, keepdims=True))
+    loss = -ops.mean(ops.sum(y_true * log_p, axis=-1))
+    return loss, softmax_crossentropy_backward(y_true, ops.exp(log_p))

@@ -126,7 +126,10 @@ class ManualGradients:
         if self.activations[-1] != "softmax":
             raise ValueError(f"expected a softmax output layer, received {self.activations[-1]!r}")
         self._architecture = model
-        self.variables = [tf.Variable(w, name=f"w{i}") for i, w in enumerate(model.get_weights())]
+        self.variables = [
+            optimizers.state_variable(w, f"w{i}", trainable=True)
+            for i, w in enumerate(model.get_weights())
+        ]
         self.weight_paths = [v.path for v in model.weights]
         if isinstance(optimizer, str):
             if fused and optimizer != "rmsprop":
