@@ -24,6 +24,7 @@ def python(code, **env):
 
 def test_importing_the_training_loop_prints_nothing_on_stderr():
     proc = python(
+        "import importlib.util, keras_bp; importlib.util.find_spec('tensorflow'); "  # a look only
         "import keras_bp.training.loop, tensorflow as tf; "
         "print(float(tf.reduce_sum(tf.ones(3))), tf.__spec__.loader is tf.__loader__)"
     )

@@ -90,13 +90,18 @@ def _stderr_set_aside():
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     """Finds `tensorflow` as Python would, and loads it with stderr set aside and its devices
     probed (where the CUDA probe prints), as `start_tensorflow` does. Used once: it leaves
-    `sys.meta_path` as soon as TensorFlow is found."""
+    `sys.meta_path` when TensorFlow loads (a mere `importlib.util.find_spec` keeps it)."""
+
+    _finding = False  # while asking the other finders
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow":
+        if fullname != "tensorflow" or self._finding:
             return None
-        _remove_quiet_import()
-        spec = importlib.util.find_spec(fullname)
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._finding = False
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietLoader(spec.loader)
         return spec
@@ -113,6 +118,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
+        _remove_quiet_import()
         module.__loader__ = module.__spec__.loader = self.loader
         with _stderr_set_aside(), _without_matplotlib():
             self.loader.exec_module(module)
