@@ -252,3 +252,12 @@ def test_every_file_path_the_docs_name_exists():
                     missing.append(f"{path.relative_to(ROOT)}:{number}: {name}")
     assert found > 20
     assert missing == []
+
+
+def test_the_readme_stays_a_front_page():
+    """At most 200 lines; the rest lives on the docs pages it links."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200
+    linked = {target.partition("#")[0] for _, target in links(ROOT / "README.md")}
+    pages_linked = {p for p in linked if p.startswith("docs/") and p.endswith(".md")}
+    assert len(pages_linked) >= 8, pages_linked
