@@ -261,3 +261,27 @@ def test_the_readme_stays_a_front_page():
     linked = {target.partition("#")[0] for _, target in links(ROOT / "README.md")}
     pages_linked = {p for p in linked if p.startswith("docs/") and p.endswith(".md")}
     assert len(pages_linked) >= 8, pages_linked
+
+
+def test_the_python_apis_backprop_snippet_runs_with_the_shapes_it_states():
+    """docs/api.md's first Python block, run as written."""
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    snippet = next(
+        "\n".join(lines) for language, _, lines in code_blocks(text) if language == "python"
+    )
+    assert "backprop.network_backward" in snippet
+    scope = {}
+    exec(compile(snippet, "docs/api.md", "exec"), scope)
+    shapes = {
+        name: tuple(scope[name].shape) for name in ("y", "dy", "dx", "dw1", "db1", "dw2", "db2")
+    }
+    assert shapes == {
+        "y": (128, 10),
+        "dy": (128, 10),
+        "dx": (128, 784),
+        "dw1": (784, 512),
+        "db1": (512,),
+        "dw2": (512, 10),
+        "db2": (10,),
+    }
+    assert tuple(scope["loss"].shape) == () and str(scope["w1"].dtype) == "float32"
