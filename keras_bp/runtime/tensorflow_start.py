@@ -16,7 +16,9 @@ import tempfile
 
 VERBOSE_ENV = "KERAS_BP_VERBOSE"  # set to 1 to see TensorFlow's start-up lines again
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"  # TensorFlow's C++ logging: 2 hides INFO and WARNING
-_log_level_set_here = False  # whether LOG_LEVEL_ENV is ours to take back for --verbose
+# Marks LOG_LEVEL_ENV as set by keras_bp, in this process or in the one that started it (a
+# launcher's workers inherit both), so that --verbose takes back only what keras_bp set.
+LOG_LEVEL_OURS_ENV = "KERAS_BP_SET_TF_LOG_LEVEL"
 
 
 def verbose_requested():
@@ -31,12 +33,9 @@ def quiet_import():
     stderr set aside (`_QuietTensorFlowImport`). Nothing happens if TensorFlow is already
     imported or `KERAS_BP_VERBOSE=1`.
     """
-    global _log_level_set_here
     if verbose_requested() or "tensorflow" in sys.modules:
         return
-    if LOG_LEVEL_ENV not in os.environ:
-        os.environ[LOG_LEVEL_ENV] = "2"  # and no INFO or WARNING lines later
-        _log_level_set_here = True
+    _quiet_log_level()
     if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
 
@@ -50,21 +49,31 @@ def start_tensorflow(verbose=False):
     probe, and shown only if either fails. `verbose` (`--verbose`, or `KERAS_BP_VERBOSE=1`)
     leaves everything as TensorFlow prints it. The devices are unchanged: a GPU is still used.
     """
-    global _log_level_set_here
     _remove_quiet_import()  # this call decides, once the command's options are read
     if verbose or verbose_requested():
-        if _log_level_set_here:  # set by `import keras_bp`, before --verbose was read
-            del os.environ[LOG_LEVEL_ENV]
-            _log_level_set_here = False
+        release_log_level()  # set by `import keras_bp`, before --verbose was read
         with _without_matplotlib():
             import tensorflow  # noqa: F401
 
         return
-    os.environ.setdefault(LOG_LEVEL_ENV, "2")  # and no INFO or WARNING lines later
+    _quiet_log_level()
     with _stderr_set_aside(), _without_matplotlib():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+
+
+def _quiet_log_level():
+    """No INFO or WARNING lines from TensorFlow's C++ code, unless the user chose a level."""
+    if LOG_LEVEL_ENV not in os.environ:
+        os.environ[LOG_LEVEL_ENV] = "2"
+        os.environ[LOG_LEVEL_OURS_ENV] = "1"
+
+
+def release_log_level():
+    """Take back the log level keras_bp set (here or in a parent process); a user's stays."""
+    if os.environ.pop(LOG_LEVEL_OURS_ENV, None):
+        os.environ.pop(LOG_LEVEL_ENV, None)
 
 
 @contextlib.contextmanager
