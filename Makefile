@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .PHONY: install data train custom-loop manual parity compare bench profile report worked-example gradient-check \
-	test test-slow backends test-backends lint format clean
+	test test-slow backends test-backends tutorial docs test-site lint format clean
 
 install: $(STAMP)
 
@@ -71,6 +71,24 @@ test-slow: install
 test-backends: backends
 	$(PYTHON) -m pytest -m 'backends and not slow' $(ARGS)
 
+# The lesson notebooks (docs/tutorial/): executed from their jupytext sources, outputs kept.
+# KERAS_BP_TUTORIAL_SMALL=1 runs them on a small slice of MNIST.
+tutorial: install
+	$(PYTHON) docs/tutorial/execute.py
+
+# The documentation site, built into site/ (git-ignored): open site/index.html, no server needed.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PYTHON) -m pip install --disable-pip-version-check -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --quiet
+
+# Every page of the built site in headless chromium (Debian's: apt-get install chromium).
+test-site: docs
+	KERAS_BP_TEST_SITE=1 $(PYTHON) -m pytest -n 0 tests/test_site.py $(ARGS)
+
 lint: install
 	$(PYTHON) -m ruff check keras_bp scripts tests
 	$(PYTHON) -m ruff format --check keras_bp scripts tests
@@ -80,4 +98,4 @@ format: install
 	$(PYTHON) -m ruff check --fix keras_bp scripts tests
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs site .pytest_cache .ruff_cache

@@ -52,6 +52,22 @@ DRAW = {
         2,
         path,
         stopped_epoch=4,
+        run="tape loop, seed 0, validation: the last 10,000 of 60,000 training images",
+    ),
+    "neuron_convergence": lambda path: figures.neuron_convergence(
+        0.4 * np.exp(-np.arange(60) / 10.0), 1e-6, path
+    ),
+    "loss_activation_grid": lambda path: figures.loss_activation_grid(
+        {
+            (activation, loss): {
+                "seen": [128, 256, 384],
+                "loss": list(np.array([2.3, 1.5, 1.0]) * scale),
+                "accuracy": [0.1, 0.5, 0.7 + scale / 10],
+            }
+            for activation in ["relu", "tanh"]
+            for loss, scale in [("categorical_crossentropy", 1.0), ("mean_squared_error", 0.04)]
+        },
+        path,
     ),
 }
 
@@ -123,3 +139,31 @@ def test_a_failed_draw_leaves_no_file_and_no_open_figure(tmp_path):
         figures.learning_curves({"fit": [{"loss": [0.1]}]}, tmp_path / "bad.png")
     assert list(tmp_path.iterdir()) == []
     assert figures.plt.get_fignums() == open_before
+
+
+def test_seeds_with_equal_accuracy_stand_side_by_side(tmp_path, monkeypatch):
+    """Equal accuracies would hide one marker under another: each seed has its own place."""
+    seen, close = [], figures.plt.close
+
+    def look_then_close(fig):
+        seen.extend((tuple(line.get_xdata()), line.get_marker()) for line in fig.axes[0].lines)
+        close(fig)
+
+    monkeypatch.setattr(figures.plt, "close", look_then_close)
+    figures.accuracy_per_seed({"fit": {0: 0.98, 1: 0.98, 2: 0.98}}, 0.9777, tmp_path / "s.png")
+    places = [x for x, marker in seen if marker not in ("None", "")]
+    markers = {marker for _, marker in seen if marker not in ("None", "")}
+    assert len(set(places)) == 3 and len(markers) == 3
+
+
+def test_the_gradient_histogram_counts_exact_zeros_instead_of_drawing_them(tmp_path, monkeypatch):
+    titles, close = [], figures.plt.close
+
+    def look_then_close(fig):
+        titles.extend(ax.get_title(loc="left") for ax in fig.axes)
+        close(fig)
+
+    monkeypatch.setattr(figures.plt, "close", look_then_close)
+    errors = {"float64 vs tape": relative_errors(-14, n=50, zeros=20)}
+    figures.gradcheck_errors(errors, {"float64 vs tape": 1e-12}, tmp_path / "g.png")
+    assert titles == ["float64 vs tape: 70 entries, 20 exactly equal (not drawn)"]
