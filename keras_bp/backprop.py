@@ -43,7 +43,8 @@ def affine_forward(x, w, b):
     _check_shape("w", w, [None, None])
     _check_shape("x", x, [None, w.shape[0]])
     _check_shape("b", b, [w.shape[1]])
-    z = ops.matmul(x, w) + b  # (N, M): b broadcasts over the batch
+    # `@`, each backend's own matmul: keras.ops.matmul computes float64 in float32 on PyTorch.
+    z = x @ w + b  # (N, M): b broadcasts over the batch
     return z, (x, w)
 
 
@@ -56,8 +57,8 @@ def affine_backward(dz, cache, input_grad=True):
     x, w = cache
     dz, _ = _as_tensors(dz=dz, x=x)
     _check_shape("dz", dz, [x.shape[0], w.shape[1]])
-    dx = ops.matmul(dz, ops.transpose(w)) if input_grad else None  # (N, D)
-    dw = ops.matmul(ops.transpose(x), dz)  # (D, M)
+    dx = dz @ ops.transpose(w) if input_grad else None  # (N, D)
+    dw = ops.transpose(x) @ dz  # (D, M)
     db = ops.sum(dz, axis=0)  # (M,)
     return dx, dw, db
 
@@ -106,8 +107,9 @@ def sigmoid_backward(da, a):
 
 
 def tanh_forward(z):
-    """a = tanh(z)."""
-    a = ops.tanh(z)
+    """a = tanh(z) = (e^z − e^−z) / (e^z + e^−z) = 1 − 2 / (e^{2z} + 1)."""
+    # Written out: keras.ops.tanh computes in float32 on JAX even for float64 z.
+    a = 1 - 2 / (ops.exp(2 * z) + 1)
     return a, a
 
 
@@ -281,5 +283,6 @@ def softmax_crossentropy(y_true, logits):
     _check_shape("y_true", y_true, [None, None])
     shifted = logits - ops.max(logits, axis=-1, keepdims=True)  # (N, M)
     log_p = shifted - ops.log(ops.sum(ops.exp(shifted), axis=-1, keepdims=True))
-    loss = -ops.mean(ops.sum(y_true * log_p, axis=-1))
+    # A sum over N: keras.ops.mean computes in float32 off TensorFlow, even for float64.
+    loss = -ops.sum(y_true * log_p) / ops.cast(ops.shape(logits)[0], logits.dtype)
     return loss, softmax_crossentropy_backward(y_true, ops.exp(log_p))

@@ -5,7 +5,9 @@ Description: Each hand-written gradient against the tape and numerical gradients
 For each activation, each loss, two small networks (one like the tutorial's, narrower) and
 `ManualDense`, this compares the gradients `keras_bp.backprop` computes by hand with
 `tf.GradientTape` on the same forward computation (float32 and float64) and with numerical
-gradients from `tf.test.compute_gradient` (float64): the cases the gradient tests check.
+gradients from `tf.test.compute_gradient` (float64): the cases the gradient tests check. Then
+one row per Keras backend: the same cases against `tf.GradientTape`, `jax.grad` and
+`torch.autograd`, and numerical differences on that backend (`keras_bp/checks/autodiff.py`).
 
 The metric is the elementwise error `|m − r| / (atol/rtol + |r|)` of each hand-written entry
 `m` against the reference's `r`: a relative error, floored at `atol/rtol` for entries near 0.
@@ -28,7 +30,8 @@ parser = cli.Parser(description="The hand-written gradients against the tape and
 cli.add_verbose(parser)
 cli.start_tensorflow(parser.parse_args().verbose)  # quietly, before the imports below
 
-from keras_bp.checks import gradcheck  # noqa: E402
+from keras_bp.checks import autodiff, gradcheck  # noqa: E402
+from keras_bp.runtime import backend_start  # noqa: E402
 
 
 def verdict(passed):
@@ -57,4 +60,22 @@ for row in rows:
 passed = all(row.passed for row in rows)
 largest = [f"{max(row.errors[label] for row in rows):.1e}" for label in labels]
 print(line("largest", largest, verdict(passed)))
+
+# Every backend's autodiff on the cases every backend shares (`ManualDense` is TensorFlow's
+# custom gradient), each backend in a process of its own: one process runs one Keras backend.
+
+print("\nper backend: the same metric against each engine's autodiff and numerical differences\n")
+print(line("backend (engine)", list(autodiff.COMPARISONS), "verdict"))
+print(line("tolerance", [f"rtol {t['rtol']:g}" for _, t in autodiff.COMPARISONS.values()]))
+for backend, engine in autodiff.ENGINES.items():
+    if not backend_start.installed(backend):
+        print(line(f"{backend} ({engine})", ["-"] * 3, "not installed: make backends"))
+        continue
+    if backend == "tensorflow":
+        errors = autodiff.check(manual_dense=False)  # this process runs Keras on TensorFlow
+    else:
+        errors = autodiff.check_backend(backend)
+    ok = autodiff.within_tolerance(errors)
+    passed = passed and ok
+    print(line(f"{backend} ({engine})", [f"{e:.1e}" for e in errors.values()], verdict(ok)))
 sys.exit(0 if passed else 1)

@@ -1,7 +1,8 @@
 """Hand-written gradients measured against TensorFlow's: the tape, and numerical differences.
 
-A `Case` is one scalar loss, written as TensorFlow ops so the tape (and the numerical
-checker) can differentiate it, plus the gradients `keras_bp.backprop` computes by hand.
+A `Case` is one scalar loss, written with `keras.ops` so each backend's autodiff (the tape here,
+`jax.grad` and `torch.autograd` in `keras_bp.checks.autodiff`) and the numerical checker can
+differentiate it, plus the gradients `keras_bp.backprop` computes by hand.
 The tests and `scripts/gradient_check.py` both build their cases here.
 
 One metric reports them everywhere (`make gradient-check`, the reproduction report, the docs):
@@ -44,7 +45,7 @@ class Errors(NamedTuple):
 class Case:
     name: str
     params: list  # the tensors the gradients are taken with respect to
-    loss_fn: Callable  # loss_fn(*params) -> scalar, as TensorFlow ops
+    loss_fn: Callable  # loss_fn(*params) -> scalar, as keras.ops
     manual: list  # the hand-written ∂loss/∂param, in the order of params
 
 
@@ -113,8 +114,20 @@ def _probabilities(rng, shape, dtype, one_hot):
 
 
 def keras_loss(name, y_true, y_pred):
-    """The Keras loss on plain tensors (no `_keras_logits`), averaged over the batch."""
-    return tf.reduce_mean(keras.losses.get(name)(y_true, y_pred))
+    """The Keras loss on plain tensors (no `_keras_logits`), averaged over the batch.
+
+    Off TensorFlow, `keras.ops.mean` computes in float32 whatever its input's dtype (Keras's
+    type promotion maps float64 to float32 there), so the means are written as sums over the
+    count: on TensorFlow the same numbers, elsewhere the same function kept in float64.
+    """
+    if name == "mean_squared_error":  # Keras's: the mean over the last axis of (ŷ − y)²
+        per_sample = (
+            keras.ops.sum(keras.ops.square(keras.ops.subtract(y_pred, y_true)), axis=-1)
+            / y_pred.shape[-1]
+        )
+    else:
+        per_sample = keras.losses.get(name)(y_true, y_pred)
+    return keras.ops.sum(per_sample) / per_sample.shape[0]
 
 
 def activation_case(name, batch, width, dtype, seed=0, margin=0.1):
@@ -124,7 +137,10 @@ def activation_case(name, batch, width, dtype, seed=0, margin=0.1):
     _, cache = backprop.activation_forward(z, name)
     manual = [backprop.activation_backward(r, cache)]
     return Case(
-        name, [z], lambda z: tf.reduce_sum(backprop.activation_forward(z, name)[0] * r), manual
+        name,
+        [z],
+        lambda z: keras.ops.sum(keras.ops.multiply(backprop.activation_forward(z, name)[0], r)),
+        manual,
     )
 
 
@@ -156,7 +172,7 @@ def network_case(widths, activations, loss, batch, dtype, seed=0, margin=1e-3):
             ]
         y_pred, caches = forward(*params)
         pre_activations = [cache[1][1] for cache in caches]  # cache = (affine, (name, z, _))
-        if min(np.min(np.abs(z)) for z in pre_activations) >= margin:
+        if min(np.min(np.abs(keras.ops.convert_to_numpy(z))) for z in pre_activations) >= margin:
             break
     one_hot = loss == "categorical_crossentropy"
     y_true = (
@@ -197,10 +213,12 @@ def manual_dense_case(activation, batch, input_dim, units, dtype, seed=0, margin
 # The distribution of the errors, for the reproduction report's histogram.
 
 
-def tested_cases(dtype):
+def tested_cases(dtype, manual_dense=True):
     """The cases the gradient tests check: each activation and loss (`tests/test_backprop.py`),
     the tutorial's network in miniature and a deeper stack, and `ManualDense` per activation
-    (`tests/test_manual_dense.py`)."""
+    (`tests/test_manual_dense.py`; a TensorFlow custom gradient: `manual_dense=False` leaves it
+    out)."""
+    dense = sorted(backprop.ACTIVATIONS) if manual_dense else []
     return (
         [activation_case(name, 6, 5, dtype) for name in sorted(backprop.ACTIVATIONS)]
         + [loss_case(name, 6, 5, dtype) for name in sorted(backprop.LOSSES)]
@@ -210,7 +228,7 @@ def tested_cases(dtype):
                 [5, 7, 6, 4], ["sigmoid", "tanh", "linear"], "mean_squared_error", 3, dtype
             ),
         ]
-        + [manual_dense_case(name, 5, 4, 3, dtype) for name in sorted(backprop.ACTIVATIONS)]
+        + [manual_dense_case(name, 5, 4, 3, dtype) for name in dense]
     )
 
 
