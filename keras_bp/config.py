@@ -122,6 +122,10 @@ class TrainConfig:
         _check_positive_int("batch_size", self.batch_size)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an integer >= 0, received {self.seed!r}")
+        if self.seed >= 2**32:  # keras.utils.set_random_seed's range
+            raise ValueError(
+                f"seed: expected at most 2**32 - 1 = {2**32 - 1}, received {self.seed}"
+            )
         if self.train_samples is not None:
             _check_positive_int("train_samples", self.train_samples)
         if self.early_stopping is not None:
@@ -161,6 +165,11 @@ class TrainConfig:
                 f"replicas: {self.replicas} replicas do not divide the batch of "
                 f"{self.batch_size} evenly"
             )
+        if self.train_samples is not None:  # else the trainer checks the data it is given
+            held_out = validation_samples(self.train_samples, self.early_stopping)
+            short = replica_shortfall(self.replicas, self.train_samples - held_out, self.batch_size)
+            if short:
+                raise ValueError(f"replicas: {short}")
 
     def _check_backend(self):
         if self.backend not in BACKENDS:
@@ -245,6 +254,19 @@ class LoopConfig(TrainConfig):
 def steps_per_epoch(samples: int, batch_size: int) -> int:
     """Batches in one pass over `samples`: the last one is partial when they don't divide."""
     return math.ceil(samples / batch_size)
+
+
+def replica_shortfall(replicas: int, samples: int, batch_size: int):
+    """Why `replicas` cannot all be fed every batch of an epoch of `samples`, or `None`: each
+    needs a row of every batch, the partial last one included."""
+    last = samples % batch_size or batch_size
+    if replicas <= last:
+        return None
+    return (
+        f"the last batch of each epoch holds {last} of the {samples} training images "
+        f"({samples // batch_size} x {batch_size} + {last}), too few to give each of {replicas} "
+        f"replicas a row; use at most {last} replicas, or another --train-samples or --batch-size"
+    )
 
 
 def validation_samples(samples: int, early_stopping) -> int:

@@ -19,6 +19,12 @@ import keras_bp.layers  # noqa: F401  registers ManualDense, so safe mode can re
 
 # Keras's refusals in safe mode all tell the user how to turn it off.
 _SAFE_MODE_HINT = "safe_mode=False"
+# What an archive may declare, unpacked, before anything of it is read: keras_bp's model.keras
+# holds about 5 MB, its JSON a few kB. A member declaring gigabytes (a decompression bomb) would
+# have Python's zipfile allocate its whole output at once.
+MAX_UNPACKED_BYTES = 1 << 30
+MAX_JSON_BYTES = 16 << 20
+MAX_MEMBERS = 1000
 
 
 def load_model(path) -> keras.Model:
@@ -61,6 +67,28 @@ def _check_is_keras_archive(path: Path):
         raise ValueError(f"cannot load {path}: {e.strerror or e}") from None
     if not zipfile.is_zipfile(path):
         raise ValueError(f"cannot load {path}: not a .keras archive (not a zip file)")
+    _check_declared_sizes(path)
+
+
+def _check_declared_sizes(path: Path):
+    """Refuse an archive whose members declare more than keras_bp's models ever hold unpacked,
+    from its directory alone: nothing is decompressed, so nothing is allocated."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ValueError(f"cannot load {path}: not a readable .keras archive ({e})") from None
+    if len(members) > MAX_MEMBERS:
+        raise ValueError(f"refusing to load {path}: it holds {len(members)} files")
+    total = sum(m.file_size for m in members)
+    big_json = [m for m in members if m.filename.endswith(".json") and m.file_size > MAX_JSON_BYTES]
+    if total > MAX_UNPACKED_BYTES or big_json:
+        largest = max(members, key=lambda m: m.file_size)
+        raise ValueError(
+            f"refusing to load {path}: {largest.filename} declares {largest.file_size:,} bytes "
+            f"unpacked from {largest.compress_size:,} (a decompression bomb?); keras_bp's models "
+            f"unpack to a few MB"
+        )
 
 
 def _messages(e: BaseException) -> str:

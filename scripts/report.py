@@ -2,12 +2,13 @@
 
     python scripts/report.py [--seeds 5 | --seeds 3-7] [--epochs 5] [--train-samples N]
                              [--out runs/report] [--fresh] [--overfit-epochs 30]
-                             [--parity-steps 468] [--bench runs/bench.json] [--docs DIR]
+                             [--parity-steps N] [--bench runs/bench.json] [--docs DIR]
 
 Trains `fit`, the tape loop, the manual loop, and `fit` on Keras's own shuffle, once per seed,
 evaluating the test set after every epoch. Then it measures what the figures need: one long run
 that overfits, the trainers' weight differences step by step, the hand-written gradients'
-errors. It writes `report.md`, `report.json` (every number in the markdown) and six PNG
+errors (`--parity-steps`: by default one epoch's full batches, 468 on all of MNIST). It writes
+`report.md`, `report.json` (every number in the markdown) and six PNG
 figures into `--out`, and with `--docs DIR` copies `report.md` and the figures there too
 (`make report` regenerates `docs/report/`). Each run keeps its directory under `--out/runs/`;
 the same command after a kill reuses every finished run, and `--fresh` retrains them all.
@@ -36,7 +37,13 @@ def main():
     )
     p.add_argument("--fresh", action="store_true", help="retrain every run")
     p.add_argument("--overfit-epochs", type=cli.non_negative_int, default=30, help="0: skip")
-    p.add_argument("--parity-steps", type=cli.non_negative_int, default=468, help="0: skip")
+    p.add_argument(
+        "--parity-steps",
+        type=cli.non_negative_int,
+        metavar="N",
+        help="steps of the parity figure, at most one epoch's full batches (default: all of "
+        "them, 468 on all of MNIST); 0: skip",
+    )
     p.add_argument(
         "--bench",
         type=Path,
@@ -62,6 +69,7 @@ def main():
     start = perf_counter()
     mnist = data.mnist_arrays(args.train_samples)
     (x, y), _ = mnist
+    parity_steps = seeds.parity_steps(args.parity_steps, len(x))  # before anything is written
     with RunLock(out):
         # Train every trainer once per seed, or reuse the finished runs.
         results, reused = seeds.train_all(
@@ -72,7 +80,7 @@ def main():
         overfitting = None
         if args.overfit_epochs:
             overfitting = seeds.overfitting_run(mnist, out, args.overfit_epochs, fresh=args.fresh)
-        parity = seeds.parity_curves(x, y, args.parity_steps) if args.parity_steps else None
+        parity = seeds.parity_curves(x, y, parity_steps) if parity_steps else None
         print("gradient check: every hand-written gradient against the tape and numerically")
         samples, gradients = seeds.gradient_errors()
         speed = seeds.speed_rows(args.bench)

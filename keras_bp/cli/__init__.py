@@ -21,10 +21,24 @@ from keras_bp.config import (
     LoopConfig,
     Speed,
 )
+from keras_bp.runtime import cluster
 from keras_bp.runtime.backend_start import BACKENDS, select_backend
-from keras_bp.runtime.errors import InputError, Interrupted, NonFiniteLoss, UsageError
+from keras_bp.runtime.errors import InputError, Interrupted, NonFiniteLoss, SaveFailed, UsageError
+from keras_bp.runtime.interrupts import exit_on_signal
 from keras_bp.runtime.runlock import check_not_in_use
 from keras_bp.runtime.tensorflow_start import VERBOSE_ENV, start_tensorflow  # noqa: F401
+
+
+def _one_line_on_ctrl_c(kind, value, traceback, default=sys.excepthook):
+    """Ctrl-C while a script still imports (before `run` holds the signals): one line, not a
+    traceback; Python still exits as interrupted (130)."""
+    if issubclass(kind, KeyboardInterrupt):
+        print(f"\n{os.path.basename(sys.argv[0])}: interrupted while starting", file=sys.stderr)
+        return
+    default(kind, value, traceback)
+
+
+sys.excepthook = _one_line_on_ctrl_c  # only the scripts import this module
 
 
 class Parser(argparse.ArgumentParser):
@@ -215,12 +229,19 @@ def config_from_args(args, trainer):
     if cls is LoopConfig:
         kwargs["gradients"] = trainer
     default_speed = cls.__dataclass_fields__["speed"].default
+    tensorboard = given.get("tensorboard")
+    if tensorboard is not None and tensorboard.exists() and not tensorboard.is_dir():
+        fail(f"--tensorboard {tensorboard} is a file, not a directory")
     if speed.get("fused") and given.get("optimizer", cls.optimizer) != "rmsprop":
         fail(f"--fused applies to rmsprop only, received --optimizer {given['optimizer']}")
     try:
-        return cls(**kwargs, speed=replace(default_speed, **speed))
+        config = cls(**kwargs, speed=replace(default_speed, **speed))
     except ValueError as e:
         fail(str(e))
+    if config.strategy == "multi-worker":  # before TensorFlow starts its server and waits
+        cluster.check_port_free(cluster.read())
+        cluster.start_join_deadline()
+    return config
 
 
 def print_summary(metrics, out: Path, clock=None):
@@ -246,14 +267,49 @@ def check_out_dir(path: Path) -> Path:
     A file where the directory should be, or a directory another run holds, is refused before
     TensorFlow is even imported. The trainers create the directory once the run is validated.
     """
+    from keras_bp.runtime import resume_files
+
     path = Path(path)
+    _check_name_lengths(path)
+    if path.is_symlink() and not path.exists():
+        raise UsageError(
+            f"--out {path} is a symlink to {os.readlink(path)}, which does not exist; create "
+            "that directory, or choose another --out"
+        )
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} is a file, not a directory")
     existing = next(p for p in [path, *path.absolute().parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--out {path}: cannot write there ({existing} is not writable)")
     check_not_in_use(path)
+    resume_files.check(path / "resume")
     return path
+
+
+# The longest path keras_bp writes under --out: a worker's checkpoint data file, say.
+_LONGEST_INSIDE = len("/workers/worker-999/resume/checkpoints/ckpt-999999_temp/part-00000-of-00001")
+
+
+def _check_name_lengths(path: Path):
+    """Refuse an `--out` the filesystem cannot name: a component past its NAME_MAX, or a path
+    that, with what keras_bp writes inside it, passes PATH_MAX."""
+    full = path.absolute()
+    existing = next(p for p in full.parents if os.path.isdir(p))
+    name_max = os.pathconf(existing, "PC_NAME_MAX")
+    path_max = os.pathconf(existing, "PC_PATH_MAX")
+    for part in full.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise UsageError(
+                f"--out {str(path)[:60]}…: the name {part[:20]}… is {len(os.fsencode(part))} bytes "
+                f"long, past this filesystem's limit of {name_max}; choose a shorter --out"
+            )
+    length = len(os.fsencode(str(full)))
+    if length + _LONGEST_INSIDE >= path_max:
+        raise UsageError(
+            f"--out {str(path)[:60]}…: a path of {length} bytes leaves no room "
+            f"under this system's limit of {path_max} for the files keras_bp writes inside it; "
+            "choose a shorter --out"
+        )
 
 
 def run(main):
@@ -270,7 +326,8 @@ def run(main):
     from keras_bp.data import MnistUnavailable
 
     try:
-        result = main()
+        with exit_on_signal():  # until training starts, a signal has nothing to save
+            result = main()
         started_for_this = getattr(sys.modules.get("__main__"), "main", None) is main
         if started_for_this and "tensorflow" in sys.modules and not os.environ.get("TF_CONFIG"):
             sys.stdout.flush()
@@ -279,7 +336,7 @@ def run(main):
         return result
     except (UsageError, InputError, MnistUnavailable) as e:
         fail(str(e))
-    except NonFiniteLoss as e:  # not bad input: the training itself diverged
+    except (NonFiniteLoss, SaveFailed) as e:  # not bad input: training diverged, or a save failed
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except Interrupted as e:  # stopped at a safe point; the message says what was saved

@@ -16,6 +16,8 @@ import contextlib
 import hashlib
 import io
 import os
+import stat
+import sys
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -68,7 +70,15 @@ def keras_cache_file() -> Path:
     return Path(keras_home).expanduser() / "datasets" / "mnist.npz"
 
 
+def _check_regular_file(path):
+    """Refuse a FIFO, a device or a directory before opening it: reading a FIFO would wait
+    forever for a writer."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ValueError(f"{path} is not a regular file")
+
+
 def sha256_file(path) -> str:
+    _check_regular_file(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -91,6 +101,7 @@ def verify(arrays: dict) -> dict:
 
 
 def _read_npz(path) -> dict:
+    _check_regular_file(path)
     with np.load(path, allow_pickle=False) as f:
         return {name: f[name] for name in DIGESTS if name in f}
 
@@ -159,7 +170,7 @@ SOURCES = {
 }
 
 
-def load_mnist(sources=None, report=None):
+def load_mnist(sources=None, report=None, report_cache_hits=True):
     """Return `((x_train, y_train), (x_test, y_test))` as verified uint8 arrays.
 
     Same contract as `keras.datasets.mnist.load_data()`.
@@ -167,7 +178,10 @@ def load_mnist(sources=None, report=None):
     Args:
         sources: names from `SOURCES` to try, in order; by default all of them.
         report: optional callable given one line naming the source that succeeded, and the
-            sources before it that failed and why (a cache that is not there yet is no failure).
+            sources before it that failed and why (a cache that is not there yet is no failure),
+            and where it was cached, or why it could not be.
+        report_cache_hits: `False`: call `report` only when the data came from elsewhere than
+            keras_bp's cache, the first time it is fetched or verified (the trainers' choice).
     """
     failures = []
     for name in sources or SOURCES:
@@ -176,17 +190,22 @@ def load_mnist(sources=None, report=None):
         except Exception as e:  # each failure is reported together below
             failures.append((f"{name}: {_one_line(e)}", isinstance(e, CacheMiss)))
             continue
+        cached = f"cached in {cache_dir()}"
         if name != "keras_bp cache":
             try:
                 write_cache(arrays)
             except OSError as e:
-                warnings.warn(f"could not write the MNIST cache: {e}", CacheWarning, stacklevel=2)
-        if report:
+                cached = f"not cached: cannot write {cache_dir()} ({e.strerror or e})"
+                if not report:
+                    warnings.warn(
+                        f"could not write the MNIST cache: {e}", CacheWarning, stacklevel=2
+                    )
+        if report and (report_cache_hits or name != "keras_bp cache"):
             missed = [text for text, cache_miss in failures if not cache_miss]
             verified = f"verified (sha256 of all four arrays), from {name}"
             if missed:
                 verified = f": {'; '.join(missed)}; so {verified}"
-            report(f"MNIST {verified}; cached in {cache_dir()}".replace("MNIST :", "MNIST:"))
+            report(f"MNIST {verified}; {cached}".replace("MNIST :", "MNIST:"))
         return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
     raise MnistUnavailable(
         "MNIST could not be loaded from any source: " + "; ".join(text for text, _ in failures)
@@ -251,7 +270,8 @@ def mnist_arrays(train_samples=None):
     Args:
         train_samples: keep the first N training images only; `None`: all 60,000.
     """
-    (x_train, y_train), (x_test, y_test) = load_mnist()
+    # Where MNIST came from, the first time it is fetched or verified (a cache hit says nothing).
+    (x_train, y_train), (x_test, y_test) = load_mnist(report=print, report_cache_hits=False)
     if train_samples is not None:
         x_train, y_train = x_train[:train_samples], y_train[:train_samples]
     return preprocess(x_train, y_train), preprocess(x_test, y_test)
@@ -302,8 +322,6 @@ def data_fingerprint(x, y) -> str:
 
 def main() -> int:
     """`make data` (`python -m keras_bp.data`): fetch and verify MNIST, say where it came from."""
-    import sys
-
     try:
         load_mnist(report=print)
     except MnistUnavailable as e:

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from keras_bp.config import LOOP_SPEED, FitConfig, LoopConfig
+from keras_bp.runtime.errors import UsageError
 from keras_bp.training.early_stopping import replay
 from keras_bp.training.runlog import shuffle
 
@@ -30,6 +31,7 @@ TRAINERS = {
 }
 # The parity figure's configurations, each for all three trainers: RMSprop fused as the loops
 # ship, Keras's op-by-op RMSprop as `make train` runs, and under XLA.
+PARITY_BATCH = 128  # the recipe's batch, `keras_bp.checks.parity.trajectories`'s default
 PARITY_SPEEDS = {
     "--fused (shipped)": LOOP_SPEED,
     "--no-fused": RECIPE_UPDATE,
@@ -129,6 +131,20 @@ def overfitting_run(data, out, epochs, seed=0, patience=3, fresh=False, progress
         "stopped_epoch": None if rule.stopped_epoch is None else rule.stopped_epoch + 1,
         "stopped_best_epoch": rule.best_epoch + 1,
     }
+
+
+def parity_steps(asked, samples, batch_size=PARITY_BATCH) -> int:
+    """The parity figure's steps: `asked`, or by default (`None`) one epoch's full batches of
+    `samples` training images; more than those is a one-line `UsageError`."""
+    epoch = samples // batch_size
+    if asked is None:
+        return epoch
+    if asked > epoch:
+        raise UsageError(
+            f"--parity-steps {asked}: {samples} training images hold {epoch} full batches of "
+            f"{batch_size}; use at most {epoch}, or 0 to skip the parity figure"
+        )
+    return asked
 
 
 def parity_curves(x, y, steps, progress=print):

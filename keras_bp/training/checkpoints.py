@@ -6,15 +6,19 @@ nothing more: it is a function of `(seed, epoch)`, and the run's identity
 (`keras_bp.training.runlog`) is checked before anything is restored.
 
 Files are written by `tf.train.CheckpointManager`, which updates its index only after the data
-files are complete, so `latest_checkpoint` never names a half-written checkpoint.
+files are complete, so `latest_checkpoint` never names a half-written checkpoint. A save the
+machine refuses (a full disk, a read-only directory) removes what it had half-written and stops
+the run in one line naming the last good checkpoint, which a rerun resumes from.
 """
 
+import re
+import shutil
 import sys
 from pathlib import Path
 
 import tensorflow as tf
 
-from keras_bp.runtime.errors import UsageError
+from keras_bp.runtime.errors import SaveFailed, UsageError, write_failure
 
 
 class RunCheckpoint:
@@ -38,6 +42,7 @@ class RunCheckpoint:
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2)
         self.restored = None  # the checkpoint `restore` resumed from
         self._saved_at = 0
+        self.last_saved = None  # `(epoch, step)` of the newest checkpoint on disk
 
     def restore(self):
         """Restore the newest intact checkpoint; return its `(epoch, step)`, `(0, 0)` if none.
@@ -60,6 +65,7 @@ class RunCheckpoint:
             self.restored = path
             epoch, step = (int(v) for v in self.position.numpy())
             self._saved_at = epoch * self.steps_per_epoch + step
+            self.last_saved = epoch, step
             return epoch, step
         if damaged:
             raise UsageError(
@@ -83,9 +89,54 @@ class RunCheckpoint:
         return self.every > 0 and position - self._saved_at >= self.every
 
     def save(self, epoch, step):
+        """Save the state at `(epoch, step)` (0-based epoch, steps done in it).
+
+        Raises:
+            SaveFailed: the machine refused the write; the newest earlier checkpoint is kept.
+        """
         self.position.assign([epoch, step])
-        self.manager.save()
+        try:
+            self.manager.save()
+        except (tf.errors.OpError, OSError) as e:
+            reason = write_failure(e)
+            if reason is None:
+                raise
+            self._remove_unfinished()
+            remedy = (
+                "free some space" if "space" in reason or "quota" in reason else "make it writable"
+            )
+            raise SaveFailed(
+                f"cannot save a checkpoint at {describe(epoch, step)} in {self.directory} "
+                f"({reason}); stopped: {self.kept()}; {remedy} and rerun the same command to "
+                "resume"
+            ) from None
         self._saved_at = epoch * self.steps_per_epoch + step
+        self.last_saved = epoch, step
+
+    def kept(self):
+        """What a stop leaves to resume from, for its message."""
+        if self.last_saved is None:
+            return "no checkpoint had been saved yet"
+        return (
+            f"the last good checkpoint ({describe(*self.last_saved)}) is kept in {self.directory}"
+        )
+
+    def _remove_unfinished(self):
+        """Delete the files of a checkpoint the manager never finished (it lists the others)."""
+        finished = {Path(p).name for p in self.manager.checkpoints}
+        for path in Path(self.directory).glob("ckpt-*"):
+            prefix = re.match(r"ckpt-\d+", path.name)[0]
+            if prefix in finished:
+                continue
+            if path.is_dir() and path.name.endswith("_temp"):
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.is_file():
+                path.unlink(missing_ok=True)
+
+
+def describe(epoch, step):
+    """`(1, 0)` is "the end of epoch 1"; `(1, 40)` is "epoch 2, step 40"."""
+    return f"the end of epoch {epoch}" if step == 0 and epoch else f"epoch {epoch + 1}, step {step}"
 
 
 def _read_every_tensor(path):

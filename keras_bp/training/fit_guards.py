@@ -53,6 +53,12 @@ class StopOnSignal(keras.callbacks.Callback):
         self.request, self.backup = request, backup
         self.epoch = 0
 
+    def on_train_begin(self, logs=None):
+        self.request.phase = "training"  # a signal now stops after the batch in progress
+
+    def on_train_end(self, logs=None):
+        self.request.phase = "finishing"  # evaluating and saving: quicker to finish than to stop
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 

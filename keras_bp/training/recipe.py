@@ -11,6 +11,7 @@ it. Options add Keras's `EarlyStopping` (`keras_bp.training.early_stopping`) and
 """
 
 import contextlib
+import dataclasses
 
 import keras
 
@@ -69,7 +70,9 @@ def _train_fit(config, data, log, stop, verbose, extra_metrics, clock):
     strategy = distribute.strategy_for(config)  # None: one device
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model(
-            optimizer=config.optimizer, learning_rate=config.learning_rate, speed=config.speed
+            optimizer=config.optimizer,
+            learning_rate=config.learning_rate,
+            speed=_capped(config.speed, steps_per_epoch(len(x_train), config.batch_size)),
         )
     if config.backend != "tensorflow":  # each backend draws its own numbers from one seed
         model.set_weights(tensorflow_initial_weights(model))
@@ -138,3 +141,9 @@ def _train_fit(config, data, log, stop, verbose, extra_metrics, clock):
     log.finish()
     clock.lap("saving")
     return model, metrics
+
+
+def _capped(speed, steps):
+    """`speed` with `steps_per_execution` at most an epoch's `steps`: beyond them Keras counts,
+    and prints, `--steps-per-execution` steps an epoch. The updates are the same."""
+    return dataclasses.replace(speed, steps_per_call=min(speed.steps_per_call, steps))

@@ -4,7 +4,8 @@ A run keeps what a resume needs in `OUT/resume/`: `run.json` (this module) besid
 state (`keras/`, Keras's `BackupAndRestore`, for `fit`; `checkpoints/` for the loop). `run.json`
 holds the run's identity, every setting that changes the result, and each finished epoch's
 metrics and seconds. A rerun with any other setting is refused in one line before anything is
-restored; `--fresh` deletes `OUT/resume/` first, and a finished run deletes it.
+restored; `--fresh` deletes the state first, and a finished run deletes it. Only what keras_bp wrote
+is ever deleted: a `resume/` that holds anything else is refused (`keras_bp.runtime.resume_files`).
 
 Both trainers log an epoch before they save the state that follows it. A kill between the two
 leaves a log one epoch ahead of the state; the resumed run redoes that epoch and overwrites its
@@ -15,14 +16,14 @@ import contextlib
 import dataclasses
 import json
 import numbers
-import shutil
+import os
 import sys
 from pathlib import Path
 
-from keras_bp.config import validation_samples
+from keras_bp.config import replica_shortfall, validation_samples
 from keras_bp.data import check_training_data, data_fingerprint, data_for_run, hold_out
-from keras_bp.runtime import atomic, cluster
-from keras_bp.runtime.errors import InputError, UsageError
+from keras_bp.runtime import atomic, cluster, resume_files
+from keras_bp.runtime.errors import InputError, SaveFailed, UsageError, write_failure
 from keras_bp.runtime.interrupts import stop_requests
 from keras_bp.runtime.runlock import RunLock
 
@@ -42,6 +43,7 @@ def start_run(config, data=None):
     (`keras_bp.runtime.interrupts`), and opens the run's `RunLog`, which refuses another run's state
     before TensorFlow starts its devices.
     """
+    cluster.joined()  # the script built the strategy: every peer is up
     data = data_for_run(data, config.train_samples)
     (x_train, y_train), _ = data
     identity = run_identity(config, data_fingerprint(x_train, y_train), len(x_train))
@@ -53,9 +55,65 @@ def start_run(config, data=None):
         )
     data = hold_out(data, held_out)
     check_training_data(data, config.batch_size)
+    check_replicas(config, len(data.train[0]))
+    check_writable(config)
     with RunLock(config.out), stop_requests() as stop:
         say_if_replacing(config.out)
-        yield data, RunLog(config.out, identity, config.fresh), stop
+        stop.phase = "setup"  # until the trainer's first step: a signal exits at once
+        try:
+            yield data, RunLog(config.out, identity, config.fresh), stop
+        except Exception as e:  # a full disk, a read-only directory: one line, and what survives
+            reason = write_failure(e)
+            if reason is None or isinstance(e, (SaveFailed, UsageError, InputError)):
+                raise
+            raise SaveFailed(_cannot_save(config, reason, e)) from None
+
+
+def check_replicas(config, samples: int):
+    """Refuse replicas that some batch of an epoch cannot feed, the partial last one included."""
+    short = replica_shortfall(cluster.planned(config)["replicas"], samples, config.batch_size)
+    if short:
+        raise InputError(short)
+
+
+def check_writable(config):
+    """Refuse, before training, a resume state or TensorBoard directory that cannot be
+    written: a save mid-run would fail."""
+    directory = resume_dir(config.out)
+    resume_files.check(directory)
+    if config.tensorboard is not None and config.tensorboard.exists():
+        if not config.tensorboard.is_dir():
+            raise UsageError(f"--tensorboard {config.tensorboard} is a file, not a directory")
+    parts = [directory, *(directory / name for name in ("checkpoints", "keras", "best"))]
+    for path in [config.out, *parts, config.tensorboard]:
+        if path is not None and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"{path} is read-only: keras_bp could not save its state there; make it "
+                "writable, or choose another --out"
+            )
+
+
+def _cannot_save(config, reason, error):
+    """What a failed save says: where, why, and what a rerun resumes from."""
+    where = getattr(error, "filename", None)
+    directory = resume_dir(config.out)
+    if config.trainer == "fit":
+        saved = (directory / "keras" / "latest.weights.h5").exists()
+        kept = f"the backup of the last finished epoch is kept in {directory / 'keras'}"
+    else:
+        saved = any((directory / "checkpoints").glob("ckpt-*.index"))
+        kept = f"the last good checkpoint is kept in {directory / 'checkpoints'}"
+    if not saved:
+        kept = "nothing had been saved to resume from yet"
+    return (
+        f"cannot save{f' {where}' if where else ''} ({reason}); stopped: {kept}, and no "
+        f"metrics.json or model.keras was written; {_remedy(reason)} and rerun the same command "
+        "to resume"
+    )
+
+
+def _remedy(reason):
+    return "free some space" if "space" in reason or "quota" in reason else "make it writable"
 
 
 def say_if_replacing(out):
@@ -117,8 +175,9 @@ class RunLog:
         self.path = self.directory / "run.json"
         # As it will read back from run.json: tuples become lists, odd values strings.
         self.identity = json.loads(json.dumps(identity, default=str))
+        resume_files.check(self.directory)  # never resume from, or delete, what it did not write
         if fresh:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            resume_files.remove(self.directory)
         self.epochs = []
         if self.path.exists() and self._state_exists():
             saved = self._read()
@@ -158,6 +217,7 @@ class RunLog:
             saved = json.loads(self.path.read_text())
             if not isinstance(saved.get("identity"), dict) or not isinstance(saved["epochs"], list):
                 raise ValueError("not a run log")
+            _check_epochs(saved["epochs"])
             return saved
         except (OSError, ValueError, KeyError, AttributeError) as e:
             raise UsageError(
@@ -176,6 +236,7 @@ class RunLog:
         """Take the first `epochs` finished epochs from another log of the same run (a worker's
         from the chief's `run.json`, whose checkpoint it resumes from)."""
         saved = json.loads(Path(path).read_text())
+        _check_epochs(saved["epochs"])
         if saved["identity"] != self.identity or len(saved["epochs"]) < epochs:
             raise UsageError(f"{path} does not log the {epochs} epochs its checkpoint holds")
         self.epochs = saved["epochs"][:epochs]
@@ -203,8 +264,25 @@ class RunLog:
         atomic.write_json(self.path, {"identity": self.identity, "epochs": self.epochs})
 
     def finish(self):
-        """The run is saved: drop its resume state, so the same command trains anew."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """The run is saved: drop its resume state, so the same command trains anew. Only what
+        keras_bp wrote is deleted (`keras_bp.runtime.resume_files`)."""
+        resume_files.remove(self.directory)
+
+
+def _check_epochs(epochs: list):
+    """The epoch log's schema: each entry `{metric: number, ..., "seconds": number}`, every
+    entry with the same metrics. A ValueError names the first entry that is not."""
+    keys = None
+    for i, entry in enumerate(epochs):
+        numbers_only = isinstance(entry, dict) and all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in entry.values()
+        )
+        if not numbers_only or "seconds" not in entry or (keys is not None and set(entry) != keys):
+            raise ValueError(
+                f"epoch {i + 1} of its log is {json.dumps(entry)[:80]}, expected "
+                '{"loss": number, ..., "seconds": number} with the metrics of every other epoch'
+            )
+        keys = set(entry)
 
 
 def resumed_at(epoch: int, step: int, epochs: int, steps_per_epoch: int):
