@@ -1,9 +1,14 @@
-"""The training loop's two gradient sources: `tf.GradientTape`, or backprop written out by hand.
+"""The training loop's two gradient sources: autodiff, or backprop written out by hand.
 
 The loop is written once against `GradientSource`: the readable `keras_bp.reference` and the
 compiled `keras_bp.training.loop`. The sources differ only in where ∂L/∂w comes from and which
 optimizer applies it: the tape and Keras's optimizer, or `keras_bp.backprop` and
 `keras_bp.optimizers`.
+
+On JAX and PyTorch (`KERAS_BACKEND`) the autodiff source is that backend's own mechanism, as
+the keras-io guides "Writing a training loop from scratch" write it: `jax.value_and_grad` over
+the model's `stateless_call` and the optimizer's `stateless_apply` (`JaxGradients`), or
+`loss.backward()` (`TorchGradients`). The hand-written source runs on every backend as it is.
 """
 
 from collections.abc import Sequence
@@ -105,6 +110,64 @@ class TapeGradients:
         return self.model
 
 
+class JaxGradients(TapeGradients):
+    """Gradients from `jax.value_and_grad` over the model's `stateless_call`, applied by the
+    Keras optimizer's `stateless_apply`: JAX's autodiff source, the model's arguments as
+    `TapeGradients`'s. The softmax output carries no logits on JAX (a JAX array takes no new
+    attribute), so Keras's loss is its clipped cross-entropy of the probabilities."""
+
+    def __init__(self, model: keras.Model, optimizer=None):
+        import jax
+
+        super().__init__(model, optimizer)
+        # A JAX array never changes: keep the variables, which `apply_gradients` assigns.
+        self.variables = list(model.weights)
+        self.optimizer_variables = list(self.optimizer.variables)
+        self._value_and_grad = jax.jit(jax.value_and_grad(self._loss, has_aux=True))
+
+    def _loss(self, trainable, non_trainable, x, y):
+        p, _ = self.model.stateless_call(trainable, non_trainable, x, training=True)
+        return self.loss_fn(y, p), p
+
+    def loss_and_gradients(self, x, y):
+        trainable = [v.value for v in self.model.trainable_variables]
+        non_trainable = [v.value for v in self.model.non_trainable_variables]
+        (loss, p), grads = self._value_and_grad(trainable, non_trainable, x, y)
+        return loss, p, grads
+
+    def apply_gradients(self, grads):
+        trainable = [v.value for v in self.model.trainable_variables]
+        state = [v.value for v in self.optimizer.variables]
+        trainable, state = self.optimizer.stateless_apply(state, grads, trainable)
+        for variable, value in zip(self.model.trainable_variables, trainable, strict=True):
+            variable.assign(value)
+        for variable, value in zip(self.optimizer.variables, state, strict=True):
+            variable.assign(value)
+
+
+class TorchGradients(TapeGradients):
+    """Gradients from `torch.autograd` (`loss.backward()`), applied by the Keras optimizer under
+    `torch.no_grad()`: PyTorch's autodiff source, the arguments as `TapeGradients`'s."""
+
+    def loss_and_gradients(self, x, y):
+        self.model.zero_grad()
+        p = self.model(x, training=True)
+        loss = self.loss_fn(y, p)  # from the softmax's logits, as on TensorFlow
+        loss.backward()
+        scores = getattr(p, "_keras_logits", p)
+        return loss.detach(), scores.detach(), [v.value.grad for v in self.model.trainable_weights]
+
+    def apply_gradients(self, grads):
+        import torch
+
+        with torch.no_grad():
+            self.optimizer.apply(grads, self.model.trainable_weights)
+
+
+# Each backend's autodiff source: what `make_source("tape")` builds there.
+AUTODIFF_SOURCES = {"tensorflow": TapeGradients, "jax": JaxGradients, "torch": TorchGradients}
+
+
 class ManualGradients:
     """Gradients from the hand-written backward passes, applied by a hand-written optimizer.
 
@@ -180,10 +243,12 @@ def make_source(kind, seed=0, optimizer="rmsprop", learning_rate=None, fused=Fal
     """The tutorial's model initialised under `seed`, wrapped in a gradient source.
 
     The same seed gives the same initial weights to `make train`, the tape loop and the
-    manual loop, so the three start from one point. Every argument applies to both kinds.
+    manual loop, so the three start from one point, and on every Keras backend
+    (`tensorflow_initial_weights`). Every argument applies to both kinds.
 
     Args:
-        kind: `"tape"` (Keras's optimizer) or `"manual"` (the hand-written one).
+        kind: `"tape"`: the backend's autodiff and Keras's optimizer (`AUTODIFF_SOURCES`), or
+            `"manual"`: the hand-written backward and optimizer.
         optimizer: `"rmsprop"` or `"sgd"`.
         learning_rate: `None` for the optimizer's default.
         fused: RMSprop's update as one fused kernel (`keras_bp.fused`).
@@ -195,8 +260,14 @@ def make_source(kind, seed=0, optimizer="rmsprop", learning_rate=None, fused=Fal
         model = build_model(
             optimizer=optimizer, learning_rate=learning_rate, speed=Speed(fused=fused)
         )
-        return TapeGradients(model)
-    return ManualGradients(build_model(compile=False), optimizer, learning_rate, fused)
+    else:
+        model = build_model(compile=False)
+    backend = keras.backend.backend()
+    if backend != "tensorflow":  # each backend draws its own numbers from one seed
+        model.set_weights(tensorflow_initial_weights(model))
+    if kind == "tape":
+        return AUTODIFF_SOURCES[backend](model)
+    return ManualGradients(model, optimizer, learning_rate, fused)
 
 
 def tensorflow_initial_weights(model: keras.Model) -> list:

@@ -74,7 +74,8 @@ class RMSprop:
     def build(self, variables):
         """Create one velocity per variable, zero-initialised as in Keras."""
         self.variables = [
-            state_variable(ops.zeros_like(w), f"velocity_{i}") for i, w in enumerate(variables)
+            state_variable(ops.zeros(w.shape, w.dtype), f"velocity_{i}")
+            for i, w in enumerate(variables)
         ]
         # The fused kernel writes lr·g/√(v + ε) to a buffer: scratch, not state to save.
         self._scratch = scratch_like(variables) if self.fused else []

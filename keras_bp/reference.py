@@ -8,6 +8,11 @@ RMSprop of `keras_bp.optimizers`):
     source = make_source("manual", seed=0)
     train_reference(source, x_train, y_train, epochs=5, batch_size=128, seed=0)
 
+The loop is plain Python over the sources' two calls, so it runs on every Keras backend
+(`KERAS_BACKEND=jax` or `torch`): there `make_source("tape")` is that backend's autodiff
+(`jax.value_and_grad`, `loss.backward()`), and the hand-written source is the same code.
+`tests/test_backends_reference.py` holds each to TensorFlow's after 16 steps.
+
 It runs eagerly, one batch per Python iteration, so it is slow. `keras_bp.training.loop.train_loop`
 is the same loop made fast and safe: compiled chunks of steps, a progress bar, checkpoints and
 resume. `tests/test_reference.py` holds the two to the same weights after the same batches.
