@@ -352,6 +352,9 @@ def free_ports(n):
     return ports
 
 
+@pytest.mark.slow  # two processes of 3 s each. Fast, the same DistributedSteps: two workers of
+# the tape loop through the launcher end bit-identical (test_data_parallel.py), and both sources
+# on 2 mirrored replicas end as on one device (test_two_mirrored_replicas_train_as_one_device).
 def test_two_workers_end_equal_to_each_other_and_to_one_device():
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     procs = []

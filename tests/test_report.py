@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import run_main, run_script
 from matplotlib import image
 
 from keras_bp import cli
 from keras_bp.config import LoopConfig
-from keras_bp.report import seeds
+from keras_bp.report import document, seeds
 from keras_bp.report.published import PUBLISHED
 
 FIGURES = {
@@ -31,20 +31,22 @@ def check_figure(path):
 
 
 def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
+    """`main()` in this process: its TensorFlow is already started. test_bad_input_… below runs
+    the script as a process."""
     out, docs = tmp_path / "report", tmp_path / "docs"
-    result = run_script(
-        "scripts/report.py",
-        *("--seeds", "2", "--epochs", "1", "--train-samples", "1500"),
+    result = run_main(
+        "report.py",
+        *("--seeds", "1", "--epochs", "1", "--train-samples", "1500"),
         *("--overfit-epochs", "3", "--parity-steps", "4"),
         *("--bench", tmp_path / "no-bench.json", "--out", out, "--docs", docs),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "[8/8] fit --keras-shuffle, seed 1" in result.stdout  # progress names each run
+    assert "[4/4] fit --keras-shuffle, seed 0" in result.stdout  # progress names each run
 
     numbers = json.loads((out / "report.json").read_text())
     assert set(numbers["trainers"]) == set(seeds.TRAINERS)
     for label, trainer in numbers["trainers"].items():
-        for seed, run in zip([0, 1], trainer["runs"], strict=True):
+        for seed, run in zip([0], trainer["runs"], strict=True):
             metrics = json.loads((seeds.run_dir(out, label, seed) / "metrics.json").read_text())
             assert run["seed"] == metrics["seed"] == seed
             assert run["test_accuracy"] == metrics["test_accuracy"]
@@ -60,6 +62,8 @@ def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
     text = (out / "report.md").read_text()
     fit = numbers["trainers"]["fit"]["test_accuracy"]
     assert f"{fit['mean']:.4f}" in text and "Welch" in text and "run `make bench` first" in text
+    # One seed: no spread, so no interval (the statistics over seeds: the next test).
+    assert fit["std"] is None and fit["ci_low"] is None
     embedded = {
         line[line.index("(") + 1 : -1] for line in text.splitlines() if line.startswith("![")
     }
@@ -69,6 +73,53 @@ def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
         check_figure(out / name)
         assert (docs / name).read_bytes() == (out / name).read_bytes()
     assert (docs / "report.md").read_text() == text
+
+
+def test_the_document_gives_each_trainers_spread_and_the_differences_over_seeds():
+    """`document.build` and `markdown` on three seeds of every trainer, made up: the pipeline
+    above trains one seed, which has no spread; this is what more seeds add."""
+    accuracies = {
+        "fit": [0.970, 0.980, 0.975],
+        "tape": [0.971, 0.979, 0.976],
+        "manual": [0.950, 0.952, 0.951],
+        "fit --keras-shuffle": [0.976, 0.978, 0.977],
+    }
+    history = {"loss": [0.3], "test_accuracy": [0.97]}
+    results = {
+        label: [
+            {
+                "seed": seed,
+                "test_accuracy": accuracy,
+                "test_loss": 1 - accuracy,
+                "train_seconds": 1.0,
+                "history": history,
+            }
+            for seed, accuracy in enumerate(values)
+        ]
+        for label, values in accuracies.items()
+    }
+    settings = {
+        "seeds": [0, 1, 2],
+        "epochs": 1,
+        "train_samples": 1500,
+        "seconds": 60.0,
+        "reused_runs": 0,
+    }
+    machine = {"cpu": "Test CPU", "versions": {}}
+    numbers = document.build(results, settings, machine, None, None, None, None)
+    fit = numbers["trainers"]["fit"]["test_accuracy"]
+    assert (fit["n"], fit["mean"]) == (3, pytest.approx(0.975, abs=1e-12))
+    assert fit["std"] == pytest.approx(0.005, rel=1e-9)
+    assert fit["ci_low"] < 0.975 < fit["ci_high"]
+    assert numbers["trainers"]["fit"]["contains_published"] is True  # 0.9777 in [0.963, 0.987]
+    assert numbers["trainers"]["manual"]["contains_published"] is False
+    welch = {(d["a"], d["b"]): d for d in numbers["differences"] if d["metric"] == "test_accuracy"}
+    assert welch[("fit", "manual")]["p_value"] < 0.05  # 0.024 apart; measured p = 0.012
+    assert welch[("fit", "tape")]["p_value"] > 0.5
+    text = document.markdown(numbers, [])
+    assert f"{fit['ci_low']:.4f} – {fit['ci_high']:.4f}" in text
+    assert f"{welch[('fit', 'manual')]['difference']:+.4f}" in text
+    assert "Each trainer ran 3 seeds (0–2)" in text
 
 
 def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
