@@ -19,7 +19,7 @@ from pathlib import Path
 from time import perf_counter
 
 from keras_bp import cli
-from keras_bp.config import DEFAULT_OUT, FitConfig
+from keras_bp.config import DEFAULT_OUT, FitConfig, validation_samples
 
 
 def main():
@@ -117,6 +117,7 @@ def main():
             rows = [(name, ratio) for name, _, ratio in speed["rows"]]  # × training floor
             drawn.append(figures.speed(rows, speed["machine"], out / "speed.png"))
         if overfitting:
+            held_out = validation_samples(len(x), overfitting["patience"])
             drawn.append(
                 figures.overfitting(
                     overfitting["history"],
@@ -124,6 +125,8 @@ def main():
                     out / "overfitting.png",
                     stopped_epoch=overfitting["stopped_epoch"],
                     patience=overfitting["patience"],
+                    run=f"{overfitting['trainer']} loop, seed {overfitting['seed']}, validation: "
+                    f"the last {held_out:,} of {len(x):,} training images",
                 )
             )
         # The text embeds, and --docs receives, only the figures drawn by this run.
