@@ -12,6 +12,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+    """Start the tests marked `heavy(seconds)` first, the longest first. The two xdist workers
+    take tests in this order, so the long ones are shared out at the start and the suite ends
+    on short ones, not with one worker idle while the other runs a long test it took last."""
+
+    def order(item):
+        heavy = item.get_closest_marker("heavy")
+        return (0, -heavy.args[0]) if heavy else (1, 0)
+
+    items.sort(key=order)  # stable: the rest keep their order
+
+
 class Killed(BaseException):
     """Stands in for SIGKILL inside one process: not an Exception, so nothing catches it."""
 

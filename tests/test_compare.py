@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 from conftest import run_script
 
 
+@pytest.mark.heavy(5)
 def test_compare_trains_the_three_and_tabulates_them(tmp_path):
     out = tmp_path / "compare"
     result = run_script(

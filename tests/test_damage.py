@@ -2,7 +2,7 @@
 each damaged file; when none is intact, one line says so and that --fresh starts over."""
 
 import pytest
-from conftest import Killed, die_after
+from conftest import Killed, die_after, make_synthetic_data
 
 from keras_bp.config import FitConfig, LoopConfig, Speed
 from keras_bp.runtime.errors import UsageError
@@ -42,11 +42,25 @@ def _loop_killed_after_two_saves(out, data):
     return resume_dir(out) / "checkpoints"
 
 
+@pytest.fixture(scope="module")
+def whole_loop(tmp_path_factory):
+    """The uninterrupted LOOP run's metrics, trained once for every kind of damage."""
+    out = tmp_path_factory.mktemp("whole_loop")
+    return train_loop(LoopConfig(**LOOP, out=out), make_synthetic_data(), verbose=0)[1]
+
+
+@pytest.fixture(scope="module")
+def whole_fit(tmp_path_factory):
+    """The uninterrupted FIT run's metrics, trained once for every kind of damage."""
+    out = tmp_path_factory.mktemp("whole_fit")
+    return train_fit(FitConfig(**FIT, out=out), make_synthetic_data(), verbose=0)[1]
+
+
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(
-    damage, tmp_path, synthetic_data, capsys
+    damage, whole_loop, tmp_path, synthetic_data, capsys
 ):
-    _, whole = train_loop(LoopConfig(**LOOP, out=tmp_path / "whole"), synthetic_data, verbose=0)
+    whole = whole_loop
     checkpoints = _loop_killed_after_two_saves(tmp_path / "run", synthetic_data)
     DAMAGE[damage](checkpoints / "ckpt-2.data-00000-of-00001")
 
@@ -89,9 +103,9 @@ def _fit_killed_after_epoch_2(out, data):
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_fit_backup_resumes_from_the_epoch_before(
-    damage, tmp_path, synthetic_data, capsys
+    damage, whole_fit, tmp_path, synthetic_data, capsys
 ):
-    _, whole = train_fit(FitConfig(**FIT, out=tmp_path / "whole"), synthetic_data, verbose=0)
+    whole = whole_fit
     backup = _fit_killed_after_epoch_2(tmp_path / "run", synthetic_data)
     DAMAGE[damage](backup / "latest.weights.h5")
 

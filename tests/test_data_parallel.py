@@ -174,6 +174,7 @@ def test_a_killed_worker_stops_the_launcher_and_the_same_command_resumes(tmp_pat
 # runs it, in the same process as the exit code it checks.
 
 
+@pytest.mark.heavy(8)
 def test_two_workers_of_the_tape_loop_through_the_launcher(tmp_path):
     """The launcher's cluster, the tape source: both workers end with the same weights; the
     chief's run and model load as one process's; only the chief writes TensorBoard events."""

@@ -129,6 +129,7 @@ def run_python(code, *args, timeout=300):
     return proc.stdout.strip().splitlines()
 
 
+@pytest.mark.heavy(9)
 def test_two_mirrored_replicas_train_as_one_device(tmp_path):
     """MIRRORED, one process: the compiled steps, then the three trainers, then a late ask."""
     run = json.loads(run_python(MIRRORED, tmp_path)[-1])

@@ -108,6 +108,7 @@ def test_manual_trainer_graph_has_no_autodiff_ops_and_the_tape_graph_does():
     assert "MatMul" in manual_ops
 
 
+@pytest.mark.heavy(3)
 @pytest.mark.parametrize(
     "script",
     [pytest.param("scripts/custom_loop.py", marks=pytest.mark.slow), "scripts/manual_backprop.py"],
@@ -182,6 +183,7 @@ def test_a_chunk_longer_than_the_xla_shape_is_refused():
         steps.run(None, None, np.zeros((3, 4), np.int32))
 
 
+@pytest.mark.heavy(7)
 def test_parity_exits_1_when_a_pair_differs_by_more_than_the_tolerance():
     """With `--replicas 2` too (one process for both: TensorFlow's start is most of its time):
     each trainer on 2 mirrored replicas is within 1e-6 of itself on one device after one step."""

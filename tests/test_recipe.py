@@ -198,6 +198,7 @@ def write_backup_identity(out, epochs):
     (log.directory / "keras" / "training_metadata.json").write_text('{"epoch": 1}')
 
 
+@pytest.mark.heavy(4)
 def test_make_train_smoke_on_real_mnist(tmp_path):
     """A fraction of an epoch on real MNIST through the same script `make train` runs.
 
@@ -231,6 +232,7 @@ def test_seed_recipe_reaches_published_accuracy(tmp_path):
     assert metrics["test_accuracy"] >= 0.975
 
 
+@pytest.mark.heavy(3)
 def test_fit_speed_settings_keep_the_recipes_updates(tmp_path, synthetic_data):
     """steps_per_execution, XLA and the fused RMSprop change how fit runs, not what it computes."""
     settings = {

@@ -190,6 +190,7 @@ def test_a_signal_to_the_launcher_stops_every_worker(signum, launch, tmp_path):
     assert seconds < 20 and not any(alive(pid) for pid in pids)
 
 
+@pytest.mark.heavy(5)
 def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace_period(launch, tmp_path):
     proc = launch("--workers", 2, *worker_command(tmp_path, "stubborn", "sleep"))
     pids = wait_for_workers(tmp_path, 2, proc)

@@ -39,6 +39,7 @@ def holder(out):
         return ""
 
 
+@pytest.mark.heavy(3)
 @pytest.mark.parametrize(
     "script, args",
     [
@@ -83,6 +84,7 @@ def stop_at_first_checkpoint(script, args, out, signum):
     return stderr
 
 
+@pytest.mark.heavy(4)
 def test_ctrl_c_stops_the_loop_with_130_saying_what_it_saved_on_a_line_of_its_own(tmp_path):
     stderr = stop_at_first_checkpoint("manual_backprop.py", LOOP_RUN, tmp_path, signal.SIGINT)
     lines = stderr.splitlines()
@@ -164,6 +166,7 @@ def test_a_second_ctrl_c_exits_at_once_without_saving(tmp_path):
     assert rerun.returncode == 0 and rerun.stdout.startswith("resuming: epoch 2 of 3, step 0")
 
 
+@pytest.mark.heavy(4)
 def test_bad_input_is_refused_before_anything_is_created(tmp_path):
     out = tmp_path / "new"
     proc = run_script("scripts/train.py", "--batch-size", "100000", "--out", out)
