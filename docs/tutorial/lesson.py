@@ -133,9 +133,11 @@ print(f"L = (y - t)²                                       = {loss:.10f}")
 # The tutorial leaves this neuron's backward section empty; here it is, one factor at a time.
 # The loss depends on $w_1$ only through $z$, and on $z$ only through $y$. So
 #
-# $$\frac{\partial L}{\partial w_1} = \frac{\partial L}{\partial y}\cdot\frac{\partial y}{\partial z}\cdot\frac{\partial z}{\partial w_1},
-# \qquad \frac{\partial L}{\partial y} = 2(y - t), \quad \frac{\partial y}{\partial z} = \sigma(z)\,(1 - \sigma(z)) = y(1 - y),
-# \quad \frac{\partial z}{\partial w_1} = x_1,\ \frac{\partial z}{\partial w_2} = x_2,\ \frac{\partial z}{\partial b} = 1.$$
+# $$\frac{\partial L}{\partial w_1} = \frac{\partial L}{\partial y}\cdot\frac{\partial y}{\partial z}\cdot\frac{\partial z}{\partial w_1},$$
+#
+# $$\frac{\partial L}{\partial y} = 2(y - t), \qquad \frac{\partial y}{\partial z} = \sigma(z)\,(1 - \sigma(z)) = y(1 - y),$$
+#
+# $$\frac{\partial z}{\partial w_1} = x_1, \qquad \frac{\partial z}{\partial w_2} = x_2, \qquad \frac{\partial z}{\partial b} = 1.$$
 #
 # Each factor is printed below, multiplied out by hand, then by `backprop.dense_backward` (the
 # function every keras_bp trainer uses), and then by `tf.GradientTape`, which differentiates the

@@ -129,9 +129,11 @@ print(f"L = (y - t)²                                       = {loss:.10f}")
 #
 # 损失只通过 $z$ 依赖 $w_1$，而 $z$ 只通过 $y$ 影响损失。所以
 #
-# $$\frac{\partial L}{\partial w_1} = \frac{\partial L}{\partial y}\cdot\frac{\partial y}{\partial z}\cdot\frac{\partial z}{\partial w_1},
-# \qquad \frac{\partial L}{\partial y} = 2(y - t), \quad \frac{\partial y}{\partial z} = \sigma(z)\,(1 - \sigma(z)) = y(1 - y),
-# \quad \frac{\partial z}{\partial w_1} = x_1,\ \frac{\partial z}{\partial w_2} = x_2,\ \frac{\partial z}{\partial b} = 1.$$
+# $$\frac{\partial L}{\partial w_1} = \frac{\partial L}{\partial y}\cdot\frac{\partial y}{\partial z}\cdot\frac{\partial z}{\partial w_1},$$
+#
+# $$\frac{\partial L}{\partial y} = 2(y - t), \qquad \frac{\partial y}{\partial z} = \sigma(z)\,(1 - \sigma(z)) = y(1 - y),$$
+#
+# $$\frac{\partial z}{\partial w_1} = x_1, \qquad \frac{\partial z}{\partial w_2} = x_2, \qquad \frac{\partial z}{\partial b} = 1.$$
 #
 # 下面先打印每个因子，手工相乘；再用 `backprop.dense_backward`（keras_bp 每个训练器都用的函数）算一遍；最后用 `tf.GradientTape` 对前向计算本身求导，三者并排对照。
 
