@@ -48,6 +48,7 @@ def _numbers(pattern, text):
     return [float(v) for v in re.findall(pattern, text)]
 
 
+@pytest.mark.heavy(14)  # a kernel, TensorFlow's import, five short trainings: about 14 s
 def test_the_lesson_runs_on_a_small_slice(monkeypatch, tmp_path):
     """One execution of the notebook (about 15 s), every check below on its outputs."""
     for name, value in SMALL.items():
