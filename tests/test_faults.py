@@ -676,3 +676,29 @@ def test_a_peer_that_never_joins_is_named_within_the_bound(tmp_path):
         result.stderr, "custom_loop.py"
     )
     assert time.monotonic() - started < 120
+
+
+def test_a_signal_during_the_final_evaluation_says_the_run_finishes(capfd):
+    from keras_bp.runtime.interrupts import stop_requests
+
+    with stop_requests() as request:
+        request.phase = "finishing"
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(200):
+            if request.requested:
+                break
+            time.sleep(0.01)  # the watcher thread records it
+    assert request.requested == signal.SIGINT
+    assert capfd.readouterr().err.strip() == (
+        "SIGINT: training is done; evaluating and saving the run take a few seconds more; "
+        "send it again to exit now"
+    )
+
+
+def test_ctrl_c_while_a_script_imports_is_one_line(capsys, monkeypatch):
+    from keras_bp import cli
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    cli._one_line_on_ctrl_c(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert capsys.readouterr().err.strip() == "train.py: interrupted while starting"
+    assert sys.excepthook is cli._one_line_on_ctrl_c
