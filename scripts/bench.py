@@ -1,6 +1,6 @@
 """How close does each trainer get to this machine's own limits? `make bench`.
 
-    python scripts/bench.py [--repeats 3] [--epochs 5] [--out runs/bench.json]
+    python scripts/bench.py [--repeats 3] [--epochs 5] [--rows WORDS] [--out runs/bench.json]
 
 Everything runs in this one process, side by side, with the runs interleaved round-robin, so
 the ratios to the floors hold on a noisy shared machine. Each figure is a median of `--repeats`
@@ -28,6 +28,12 @@ def main():
         "--epochs", type=cli.positive_int, default=FitConfig().epochs, help="default: %(default)s"
     )
     parser.add_argument(
+        "--rows",
+        metavar="WORDS",
+        help="only the trainers' rows whose name contains one of these comma-separated words, "
+        "e.g. 'make custom-loop,make manual,gather' (the floors always run; default: every row)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("runs/bench.json"), help="default: %(default)s"
     )
     cli.add_verbose(parser)
@@ -51,7 +57,13 @@ def main():
 
     # The contestants: the two floors, each trainer as it ships, then op by op (--no-fused) or
     # fit's fastest, then with XLA, then data-parallel.
-    contestants = {**bench.floor_runs(steps), **bench.trainers(data, args.epochs)}
+    trainers = bench.trainers(data, args.epochs)
+    if args.rows:
+        try:
+            trainers = bench.select(trainers, args.rows.split(","))
+        except ValueError as error:
+            cli.fail(f"argument --rows: {error}")
+    contestants = {**bench.floor_runs(steps), **trainers}
     results = {name: [] for name in contestants}
     for r in range(args.repeats):  # interleaved, so a slow minute of the machine hits all
         for name, run in contestants.items():

@@ -58,3 +58,15 @@ def test_startup_is_the_first_epochs_time_above_a_later_ones():
     assert bench.run_figures(metrics)["startup"] == pytest.approx(2.0)
     one_epoch = {"epoch_seconds": [3.0], "train_seconds": 3.0, "test_accuracy": 0.9}
     assert bench.run_figures(one_epoch)["startup"] == 0.0
+
+
+def test_rows_are_selected_by_words_of_their_names_and_a_word_naming_none_is_refused():
+    runs = {name: None for name in ["tape loop: make custom-loop", "manual loop: --xla", "fit"]}
+    assert list(bench.select(runs, ["custom-loop", " xla"])) == [
+        "tape loop: make custom-loop",
+        "manual loop: --xla",
+    ]
+    with pytest.raises(ValueError, match=r"no row's name contains \['gather'\]"):
+        bench.select(runs, ["xla", "gather"])
+    with pytest.raises(ValueError, match="no row's name contains"):
+        bench.select(runs, [""])

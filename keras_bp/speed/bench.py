@@ -150,6 +150,16 @@ def trainers(data, epochs):
     }
 
 
+def select(runs, words):
+    """The entries of `runs` whose name contains one of `words`; a word that names none is a
+    ValueError, so a typo never silently drops a row."""
+    words = [w.strip() for w in words if w.strip()]
+    unmatched = [w for w in words if not any(w in name for name in runs)]
+    if not words or unmatched:
+        raise ValueError(f"no row's name contains {unmatched or words}; the rows: {list(runs)}")
+    return {name: run for name, run in runs.items() if any(w in name for w in words)}
+
+
 def distributed(epochs):
     """`{name: run}` for data parallelism on this machine: 2 mirrored replicas in one process,
     and 2 worker processes, each its own process (`time_process`)."""

@@ -129,17 +129,17 @@ class CompiledSteps:
         xla = self.xla_graph is not None and batch == self.chunk_shape[1]
         if xla and steps > self.chunk_shape[0]:
             raise ValueError(f"a chunk of {steps} steps exceeds chunk_shape {self.chunk_shape}")
-        first = first_row(indices)
-        if first is not None and not xla:
-            return self.rows_graph(x, y, first, batch, steps)
-        if first is not None:
-            losses, correct = self.xla_rows_graph(x, y, first, steps)
-        elif not xla:
+        first = first_row(indices)  # None: the rows are not consecutive, so gather them
+        if not xla and first is None:
             return self.graph(x, y, indices, steps)
-        else:
+        if not xla:
+            return self.rows_graph(x, y, first, batch, steps)
+        if first is None:
             padded = np.zeros(self.chunk_shape, np.int32)
             padded[:steps] = indices
             losses, correct = self.xla_graph(x, y, padded, steps)
+        else:
+            losses, correct = self.xla_rows_graph(x, y, first, steps)
         return losses[:steps], correct[:steps]
 
     def evaluate(self, x, y):
