@@ -62,11 +62,13 @@ def multi_worker():
     """`MultiWorkerMirroredStrategy` over the workers TF_CONFIG lists; this process is its task."""
     cluster.read()
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()  # waits for every task
     except RuntimeError:  # "Collective ops must be configured at program startup"
         raise UsageError(
             "multi-worker training must be set up before any TensorFlow op runs"
         ) from None
+    cluster.joined()  # the cluster has formed: stop the bound on the wait (cluster.JoinDeadline)
+    return strategy
 
 
 def is_chief(strategy):

@@ -43,7 +43,6 @@ def start_run(config, data=None):
     (`keras_bp.runtime.interrupts`), and opens the run's `RunLog`, which refuses another run's state
     before TensorFlow starts its devices.
     """
-    cluster.joined()  # the script built the strategy: every peer is up
     data = data_for_run(data, config.train_samples)
     (x_train, y_train), _ = data
     identity = run_identity(config, data_fingerprint(x_train, y_train), len(x_train))
