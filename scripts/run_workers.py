@@ -36,7 +36,7 @@ from pathlib import Path
 from keras_bp import cli
 
 HOST = "127.0.0.1"
-GRACE_SECONDS = 5  # after SIGTERM, time to stop at a safe point before SIGKILL
+GRACE_SECONDS = 5.0  # the default of --grace
 POLL_SECONDS = 0.05
 TAIL_BYTES = 4096  # enough of a worker's output to hold its last line
 
@@ -63,7 +63,7 @@ class Worker:
 
 def parse_args(argv):
     """The launcher's options come before `--`, COMMAND after it."""
-    usage = "%(prog)s --workers N [--port-base P] [--out DIR] -- COMMAND..."
+    usage = "%(prog)s --workers N [--port-base P] [--out DIR] [--grace S] -- COMMAND..."
     p = cli.Parser(description=__doc__.splitlines()[0], usage=usage)
     p.add_argument("--workers", type=cli.positive_int, required=True, metavar="N")
     p.add_argument(
@@ -77,6 +77,14 @@ def parse_args(argv):
         type=Path,
         metavar="DIR",
         help="where worker-<i>.log go (default: COMMAND's --out, else runs/workers)",
+    )
+    p.add_argument(
+        "--grace",
+        type=cli.positive_float,
+        default=GRACE_SECONDS,
+        metavar="S",
+        help="seconds a stopped worker has to save at a safe point after SIGTERM, "
+        f"before SIGKILL (default: {GRACE_SECONDS:g})",
     )
     split = argv.index("--") if "--" in argv else len(argv)
     args = p.parse_args(argv[:split])
@@ -141,13 +149,13 @@ def start(command, addresses, index, out):
     return Worker(index, proc, log)
 
 
-def stop(workers):
-    """SIGTERM to each worker still running, then SIGKILL to those alive GRACE_SECONDS later."""
+def stop(workers, grace):
+    """SIGTERM to each worker still running, then SIGKILL to those alive `grace` seconds later."""
     for signum in (signal.SIGTERM, signal.SIGKILL):
         for w in workers:
             if w.proc.poll() is None:
                 os.killpg(w.proc.pid, signum)  # its group: COMMAND may be a shell wrapper
-        deadline = time.monotonic() + GRACE_SECONDS
+        deadline = time.monotonic() + grace
         while any(w.proc.poll() is None for w in workers) and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
 
@@ -177,7 +185,7 @@ def main():
         for index in range(args.workers):
             workers.append(start(args.command, addresses, index, args.out))
     except OSError as e:
-        stop(workers)
+        stop(workers, args.grace)
         cli.fail(f"cannot start {args.command[0]}: {e.strerror}")
 
     # Watch: all succeed, or the first to fail (or a signal) stops the rest.
@@ -189,7 +197,7 @@ def main():
             workers[0].tee.join(timeout=2)  # the chief's last stderr bytes, then exit 0
             return
         time.sleep(POLL_SECONDS)
-    stop(workers)
+    stop(workers, args.grace)
     if received:
         name = signal.Signals(received[0]).name
         print(f"{prog}: interrupted by {name}: stopped {args.workers} worker(s)", file=sys.stderr)

@@ -170,11 +170,12 @@ def test_a_killed_worker_stops_the_launcher_and_the_same_command_resumes(tmp_pat
 
 
 # `make parity --replicas 2`'s table (each trainer on 2 replicas against one device, within 1e-6
-# after one step): test_loop.py::test_parity_exits_1_when_a_pair_differs_by_more_than_the_tolerance
-# runs it, in the same process as the exit code it checks.
+# after one step): test_loop.py::test_parity_with_replicas_tabulates_each_trainer_against_one_device
+# runs it (slow).
 
 
-@pytest.mark.heavy(8)
+@pytest.mark.slow  # three processes; fast: the mirrored replicas of test_distribute.py and the
+# launcher's own checks in test_run_workers.py
 def test_two_workers_of_the_tape_loop_through_the_launcher(tmp_path):
     """The launcher's cluster, the tape source: both workers end with the same weights; the
     chief's run and model load as one process's; only the chief writes TensorBoard events."""

@@ -20,16 +20,17 @@ STEP_LINE = re.compile(
 LOSS_LINE = re.compile(r"^step (\d+): loss = (\S+)$", re.MULTILINE)
 
 
-@pytest.fixture(scope="module")
-def output():
+def test_worked_example_runs_quietly_and_can_be_followed_by_hand():
+    """One run of the script (TensorFlow's start costs seconds), checked two ways below."""
     proc = run_script("scripts/worked_example.py", timeout=120)
     assert proc.returncode == 0, proc.stderr
     # None of TensorFlow's start-up lines (keras_bp.runtime.tensorflow_start).
     assert proc.stderr == ""
-    return proc.stdout
+    check_hand_gradients_match_tape(proc.stdout)
+    check_printed_inputs_reproduce_every_number(proc.stdout)
 
 
-def test_worked_example_hand_gradients_match_tape(output):
+def check_hand_gradients_match_tape(output):
     gradients = GRADIENT_LINE.findall(output)
     assert [name for name, _, _ in gradients] == ["w1", "w2", "b"]
     by_hand = np.array([float(h) for _, h, _ in gradients])
@@ -42,7 +43,7 @@ def test_worked_example_hand_gradients_match_tape(output):
     assert np.all(np.diff(losses) < 0), losses
 
 
-def test_worked_example_can_be_followed_from_its_printed_inputs(output):
+def check_printed_inputs_reproduce_every_number(output):
     """The inputs come first, and they alone reproduce every printed number by hand."""
     match = INPUTS.match(output)
     assert match, output[:300]
@@ -63,7 +64,14 @@ def test_worked_example_can_be_followed_from_its_printed_inputs(output):
     )
 
 
-@pytest.mark.parametrize("how", ["--verbose", "KERAS_BP_VERBOSE=1"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        # The flag only sets the variable (keras_bp.cli), so the fast suite runs one of the two.
+        pytest.param("--verbose", marks=pytest.mark.slow),
+        "KERAS_BP_VERBOSE=1",
+    ],
+)
 def test_verbose_shows_tensorflows_start_up_lines_again(how, monkeypatch):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # as in a user's shell
     if how.startswith("KERAS_BP_VERBOSE"):
