@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_bp.speed import bench, floors
+from keras_bp.speed import bench, floors, peers
 
 
 def test_matmul_flops_counts_the_five_products_of_a_step():
@@ -70,3 +70,34 @@ def test_rows_are_selected_by_words_of_their_names_and_a_word_naming_none_is_ref
         bench.select(runs, ["xla", "gather"])
     with pytest.raises(ValueError, match="no row's name contains"):
         bench.select(runs, [""])
+
+
+def test_the_peer_rows_are_selected_by_their_engines_name():
+    rows = {**dict.fromkeys(["tape loop: make custom-loop", "fit: make train"]), **peers.ROWS}
+    assert list(bench.select(rows, ["jax"])) == [
+        "peer: fit --backend jax",
+        "peer: plain jax loop (jax.jit over a lax.scan of each epoch)",
+    ]
+    assert list(bench.select(rows, ["torch"])) == [
+        "peer: fit --backend torch",
+        "peer: plain torch loop (eager, Keras's RMSprop rule)",
+    ]
+    assert list(bench.select(rows, ["peer"])) == list(peers.ROWS)
+    assert set(peers.peer_runs(data=None, epochs=1)) == set(peers.ROWS)  # built, not run
+
+
+def test_peer_rows_without_their_engine_are_skipped_in_one_line(monkeypatch):
+    rows = {name: name for name in ["tape loop: make custom-loop", *peers.ROWS]}
+    monkeypatch.setattr(peers.backend_start, "installed", lambda package: package != "torch")
+    kept, line = peers.skip_missing(rows)
+    assert list(kept) == [name for name in rows if "torch" not in name]
+    assert "\n" not in line and "torch not installed" in line and "make backends" in line
+    assert line.startswith("skipped 2 peer rows") and "peer: fit --backend torch" in line
+
+    monkeypatch.setattr(peers.backend_start, "installed", lambda package: False)
+    kept, line = peers.skip_missing(rows)
+    assert list(kept) == ["tape loop: make custom-loop"]
+    assert "jax and torch not installed" in line
+
+    monkeypatch.setattr(peers.backend_start, "installed", lambda package: True)
+    assert peers.skip_missing(rows) == (rows, None)

@@ -7,6 +7,7 @@ fixed cost per step above the training floor once running, and the peak memory o
 """
 
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -70,12 +71,13 @@ def time_fit(data, epochs, speed=FIT_SPEED):
     return run_figures(metrics)
 
 
-def time_process(command, epochs, workers=None):
+def time_process(command, epochs, workers=None, env=None):
     """Run `keras-bp COMMAND` as its own process, or as `workers` processes through
-    `scripts/run_workers.py`: a strategy fixes its devices when the process starts. Returns the
-    chief's `run_figures`; the child's memory is not measured (`peak_rss_mb` None)."""
+    `scripts/run_workers.py`: a strategy fixes its devices when the process starts, and Keras
+    its backend. `env` adds to the environment. Returns the chief's `run_figures`; the child's
+    memory is not measured (`peak_rss_mb` None)."""
     with tempfile.TemporaryDirectory() as out:
-        trainer = [*command, "--epochs", str(epochs), "--checkpoint-every", "0", "--out", out]
+        trainer = [*command, "--epochs", str(epochs), "--out", out]
         launcher = ["run-workers", "--workers", str(workers), "--"] if workers else []
         if workers:
             trainer = [sys.executable, "-m", "keras_bp", *trainer]
@@ -83,6 +85,7 @@ def time_process(command, epochs, workers=None):
             [sys.executable, "-m", "keras_bp", *launcher, *trainer],
             check=True,
             stdout=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )
         metrics = json.loads((Path(out) / "metrics.json").read_text())
     return {**run_figures(metrics), "peak_rss_mb": None}
@@ -163,7 +166,7 @@ def select(runs, words):
 def distributed(epochs):
     """`{name: run}` for data parallelism on this machine: 2 mirrored replicas in one process,
     and 2 worker processes, each its own process (`time_process`)."""
-    mirrored = ["--strategy", "mirrored", "--replicas", "2"]
+    mirrored = ["--strategy", "mirrored", "--replicas", "2", "--checkpoint-every", "0"]
     return {
         "tape loop: --strategy mirrored --replicas 2": lambda: time_process(
             ["custom-loop", *mirrored], epochs
@@ -172,7 +175,7 @@ def distributed(epochs):
             ["manual", *mirrored], epochs
         ),
         "manual loop: 2 workers (run_workers.py)": lambda: time_process(
-            ["manual", "--strategy", "multi-worker"], epochs, workers=2
+            ["manual", "--strategy", "multi-worker", "--checkpoint-every", "0"], epochs, workers=2
         ),
     }
 
