@@ -67,9 +67,10 @@ def check_printed_inputs_reproduce_every_number(output):
 @pytest.mark.parametrize(
     "how",
     [
-        # The flag only sets the variable (keras_bp.cli), so the fast suite runs one of the two.
+        # Slow: a second start of TensorFlow each; fast, test_quiet_start.py checks what
+        # KERAS_BP_VERBOSE (which --verbose sets) does to TensorFlow's log level.
         pytest.param("--verbose", marks=pytest.mark.slow),
-        "KERAS_BP_VERBOSE=1",
+        pytest.param("KERAS_BP_VERBOSE=1", marks=pytest.mark.slow),
     ],
 )
 def test_verbose_shows_tensorflows_start_up_lines_again(how, monkeypatch):
