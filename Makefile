@@ -51,8 +51,9 @@ bench: install
 profile: install
 	$(PYTHON) scripts/profile_ops.py $(ARGS)
 
-# The reproduction report; its figures and text are committed under docs/report/.
-report: install
+# The reproduction report, with fit on JAX and PyTorch beside TensorFlow's trainers (so it
+# installs them); its figures and text are committed under docs/report/.
+report: backends
 	$(PYTHON) scripts/report.py --docs docs/report $(ARGS)
 
 worked-example: install

@@ -68,7 +68,7 @@ def main():
     )
     parser.add_argument(
         "--backends",
-        type=backend_list,
+        type=cli.backend_list,
         metavar="B1,B2,...",
         help="compare across Keras backends: tensorflow, jax, torch (make backends installs them)",
     )
@@ -131,19 +131,6 @@ def main():
     verdict = "PASS" if worst <= args.tolerance else "FAIL"
     print(f"{verdict}: largest difference {worst:.3g}, tolerance {args.tolerance:g}")
     return 0 if verdict == "PASS" else 1
-
-
-def backend_list(text):
-    """An argparse type: `"tensorflow,jax"`, each an installed Keras backend."""
-    backends = text.split(",")
-    for backend in backends:
-        if backend not in backend_start.BACKENDS:
-            raise argparse.ArgumentTypeError(
-                f"expected backends among {','.join(backend_start.BACKENDS)}, received {text!r}"
-            )
-    if len(set(backends)) != len(backends):
-        raise argparse.ArgumentTypeError(f"each backend once, received {text!r}")
-    return backends
 
 
 def across_backends(args):

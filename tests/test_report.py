@@ -12,7 +12,7 @@ from matplotlib import image
 
 from keras_bp import cli
 from keras_bp.config import LoopConfig
-from keras_bp.report import document, seeds
+from keras_bp.report import backend_runs, document, seeds
 from keras_bp.report.published import PUBLISHED
 
 FIGURES = {
@@ -33,11 +33,12 @@ def check_figure(path):
 @pytest.mark.heavy(10)
 def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
     """`main()` in this process: its TensorFlow is already started. test_bad_input_… below runs
-    the script as a process."""
+    the script as a process. On TensorFlow alone: tests/test_backends_report.py adds JAX and
+    PyTorch."""
     out, docs = tmp_path / "report", tmp_path / "docs"
     result = run_main(
         "report.py",
-        *("--seeds", "1", "--epochs", "1", "--train-samples", "1500"),
+        *("--seeds", "1", "--epochs", "1", "--train-samples", "1500", "--backends", "tensorflow"),
         *("--overfit-epochs", "3", "--parity-steps", "4"),
         *("--bench", tmp_path / "no-bench.json", "--out", out, "--docs", docs),
     )
@@ -59,6 +60,9 @@ def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
     assert numbers["speed"] is None  # no bench run to read
     assert numbers["overfitting"]["epochs"] == 3
     assert set(numbers["parity"]) == set(seeds.PARITY_SPEEDS)
+    assert numbers["settings"]["backends"] == ["tensorflow"]
+    assert numbers["backend_parity"] is None
+    assert {t["backend"] for t in numbers["trainers"].values()} == {"tensorflow"}
 
     text = (out / "report.md").read_text()
     fit = numbers["trainers"]["fit"]["test_accuracy"]
@@ -76,20 +80,15 @@ def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
     assert (docs / "report.md").read_text() == text
 
 
-def test_the_document_gives_each_trainers_spread_and_the_differences_over_seeds():
-    """`document.build` and `markdown` on three seeds of every trainer, made up: the pipeline
-    above trains one seed, which has no spread; this is what more seeds add."""
-    accuracies = {
-        "fit": [0.970, 0.980, 0.975],
-        "tape": [0.971, 0.979, 0.976],
-        "manual": [0.950, 0.952, 0.951],
-        "fit --keras-shuffle": [0.976, 0.978, 0.977],
-    }
+def made_up_results(accuracies):
+    """`{label: [metrics of each seed]}`, as `seeds.train_all` returns them, for made-up test
+    accuracies; a label's backend is the one its name gives (`fit --backend jax`: jax)."""
     history = {"loss": [0.3], "test_accuracy": [0.97]}
-    results = {
+    return {
         label: [
             {
                 "seed": seed,
+                "backend": label.split("--backend ")[-1] if "--backend" in label else "tensorflow",
                 "test_accuracy": accuracy,
                 "test_loss": 1 - accuracy,
                 "train_seconds": 1.0,
@@ -99,15 +98,31 @@ def test_the_document_gives_each_trainers_spread_and_the_differences_over_seeds(
         ]
         for label, values in accuracies.items()
     }
-    settings = {
-        "seeds": [0, 1, 2],
-        "epochs": 1,
-        "train_samples": 1500,
-        "seconds": 60.0,
-        "reused_runs": 0,
-    }
-    machine = {"cpu": "Test CPU", "versions": {}}
-    numbers = document.build(results, settings, machine, None, None, None, None)
+
+
+SETTINGS = {
+    "seeds": [0, 1, 2],
+    "epochs": 1,
+    "train_samples": 1500,
+    "seconds": 60.0,
+    "reused_runs": 0,
+    "backends": ["tensorflow"],
+}
+MACHINE = {"cpu": "Test CPU", "versions": {}}
+
+
+def test_the_document_gives_each_trainers_spread_and_the_differences_over_seeds():
+    """`document.build` and `markdown` on three seeds of every trainer, made up: the pipeline
+    above trains one seed, which has no spread; this is what more seeds add."""
+    results = made_up_results(
+        {
+            "fit": [0.970, 0.980, 0.975],
+            "tape": [0.971, 0.979, 0.976],
+            "manual": [0.950, 0.952, 0.951],
+            "fit --keras-shuffle": [0.976, 0.978, 0.977],
+        }
+    )
+    numbers = document.build(results, SETTINGS, MACHINE, None, None, None, None)
     fit = numbers["trainers"]["fit"]["test_accuracy"]
     assert (fit["n"], fit["mean"]) == (3, pytest.approx(0.975, abs=1e-12))
     assert fit["std"] == pytest.approx(0.005, rel=1e-9)
@@ -121,12 +136,76 @@ def test_the_document_gives_each_trainers_spread_and_the_differences_over_seeds(
     assert f"{fit['ci_low']:.4f} – {fit['ci_high']:.4f}" in text
     assert f"{welch[('fit', 'manual')]['difference']:+.4f}" in text
     assert "Each trainer ran 3 seeds (0–2)" in text
+    assert "another of Keras's backends" not in text  # TensorFlow alone: no backends paragraph
+
+
+def test_the_document_gives_a_row_per_backend_and_their_differences():
+    """Made up: `fit` on three backends over three seeds, and its parity across them sampled
+    after steps 1, 2, 3, 5 and 10 (`seeds.backend_parity_curves` keeps some steps only)."""
+    results = made_up_results(
+        {
+            "fit": [0.970, 0.980, 0.975],
+            "fit --backend jax": [0.971, 0.981, 0.976],
+            "fit --backend torch": [0.990, 0.991, 0.992],
+        }
+    )
+    across = {
+        "trainer": "fit",
+        "steps": [1, 2, 3, 5, 10],
+        "curves": {
+            "tensorflow vs jax": [1e-8, 2e-8, 2e-8, 3e-8, 4e-8],
+            "tensorflow vs torch": [1e-8, 2e-8, 5e-6, 1e-5, 1e-3],
+            "jax vs torch": [0.0, 0.0, 0.0, 0.0, 0.0],
+        },
+    }
+    settings = {**SETTINGS, "backends": ["tensorflow", "jax", "torch"]}
+    numbers = document.build(results, settings, MACHINE, None, None, None, None, across)
+
+    trainers = numbers["trainers"]
+    assert [trainers[k]["backend"] for k in results] == ["tensorflow", "jax", "torch"]
+    jax = trainers["fit --backend jax"]["test_accuracy"]
+    assert (jax["n"], jax["mean"]) == (3, pytest.approx(0.976, abs=1e-12))
+    assert jax["ci_low"] < PUBLISHED.test_accuracy < jax["ci_high"]
+    assert trainers["fit --backend jax"]["contains_published"] is True
+    assert trainers["fit --backend torch"]["contains_published"] is False  # 0.989 to 0.993
+    welch = {(d["a"], d["b"]): d for d in numbers["differences"] if d["metric"] == "test_accuracy"}
+    assert set(welch) == {
+        ("fit", "fit --backend jax"),
+        ("fit", "fit --backend torch"),
+        ("fit --backend jax", "fit --backend torch"),
+    }
+    assert welch[("fit", "fit --backend jax")]["difference"] == pytest.approx(-0.001, abs=1e-12)
+    assert welch[("fit", "fit --backend jax")]["p_value"] > 0.5
+    assert welch[("fit --backend jax", "fit --backend torch")]["p_value"] < 0.05
+    marks = numbers["backend_parity"]["marks"]
+    assert marks["tensorflow vs torch"]["first_step_above_1e-6"] == 3
+    assert marks["tensorflow vs torch"]["step_10"] == 1e-3
+    assert (marks["tensorflow vs jax"]["last_step"], marks["tensorflow vs jax"]["last"]) == (
+        10,
+        4e-8,
+    )
+    assert marks["jax vs torch"]["first_step_above_1e-6"] is None
+
+    text = document.markdown(numbers, [])
+    assert "| `fit --backend jax` | jax | 3 | 0.9760 |" in text
+    assert "| `fit --backend torch` | torch | 3 | 0.9910 |" in text
+    assert "| `fit` | tensorflow | 3 | 0.9750 |" in text
+    d = welch[("fit --backend jax", "fit --backend torch")]
+    assert (
+        f"| `fit --backend jax` − `fit --backend torch` | test accuracy | {d['difference']:+.4f}"
+        in text
+    )
+    assert "`fit --backend jax` and `fit --backend torch` are the recipe on another" in text
+    assert "## Parity across backends" in text
+    assert "after steps 1–3, then every 5th, and after step 10" in text
+    assert "| tensorflow vs torch | 1.0e-08 | 1.0e-03 | – | 1.0e-03 (step 10) | 3 |" in text
 
 
 def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     config = replace(seeds.TRAINERS["tape"], epochs=1, seed=3, out=tmp_path)
     metrics = {
         "trainer": "tape",
+        "backend": "tensorflow",
         "epochs": 1,
         "seed": 3,
         "train_samples": 1500,
@@ -147,10 +226,30 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     assert seeds.finished(tmp_path, config, 1500) is None
 
 
+def test_a_finished_run_is_reused_only_on_its_backend(tmp_path):
+    on_jax = backend_runs.fit_configs(["tensorflow", "jax"])["fit --backend jax"]
+    config = replace(on_jax, epochs=1, seed=3, out=tmp_path)
+    metrics = {
+        "trainer": "fit",
+        "backend": "jax",
+        "epochs": 1,
+        "seed": 3,
+        "train_samples": 1500,
+        "early_stopping": None,
+        "shuffle": "per-epoch",
+        "speed": {"steps_per_call": 1, "xla": False, "fused": False},  # fit as published
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert seeds.finished(tmp_path, config, 1500) == metrics
+    assert seeds.finished(tmp_path, replace(config, backend="torch"), 1500) is None
+    assert seeds.finished(tmp_path, replace(config, backend="tensorflow"), 1500) is None
+
+
 def test_a_finished_run_with_early_stopping_is_reused_for_the_same_patience(tmp_path):
     config = replace(seeds.TRAINERS["tape"], epochs=30, early_stopping=30, out=tmp_path)
     metrics = {
         "trainer": "tape",
+        "backend": "tensorflow",
         "epochs": 30,
         "seed": 0,
         "train_samples": 60000,
@@ -172,7 +271,23 @@ def test_seeds_are_a_count_or_a_range():
             cli.seed_list(bad)
 
 
-@pytest.mark.parametrize("args", [["--seeds", "7-3"], ["--epochs", "0"], ["--parity-steps", "-1"]])
+def test_each_run_has_a_directory_named_by_its_label_and_seed(tmp_path):
+    assert seeds.run_dir(tmp_path, "fit --keras-shuffle", 0).name == "fit-keras-shuffle-seed0"
+    assert seeds.run_dir(tmp_path, "fit --backend jax", 3).name == "fit-backend-jax-seed3"
+    assert seeds.run_dir(tmp_path, "manual", 1) == tmp_path / "runs" / "manual-seed1"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--seeds", "7-3"],
+        ["--epochs", "0"],
+        ["--parity-steps", "-1"],
+        ["--backends", "tensorflow,numpy"],
+        ["--backends", "jax,jax"],
+        ["--backends", "jax,torch"],  # the report's other trainers run on tensorflow
+    ],
+)
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args):
     result = run_script("scripts/report.py", *args, "--out", tmp_path / "r")
     assert result.returncode == 2
@@ -182,9 +297,10 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args):
 
 @pytest.mark.slow
 def test_the_default_report_reproduces_the_published_accuracy(tmp_path):
-    """Five seeds of every trainer, 5 epochs on all of MNIST: fit's mean lies in 0.975–0.985."""
+    """Five seeds of every TensorFlow trainer, 5 epochs on all of MNIST: fit's mean lies in
+    0.975–0.985. `make report` adds JAX and PyTorch (docs/report/)."""
     out = tmp_path / "report"
-    result = run_script("scripts/report.py", "--out", out, timeout=1800)
+    result = run_script("scripts/report.py", "--backends", "tensorflow", "--out", out, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     numbers = json.loads((out / "report.json").read_text())
     for label in ["fit", "tape", "manual"]:

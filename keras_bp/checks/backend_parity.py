@@ -5,9 +5,10 @@ Each trainer starts from TensorFlow's initial weights for the seed
 (`keras_bp.gradients.tensorflow_initial_weights`) and takes the first `steps` batches of epoch
 0's order (`keras_bp.data.batches.epoch_permutation`): `fit` with `shuffle=False`, the autodiff
 and hand-written sources one batch at a time, as the reference loop steps them. One process runs
-one Keras backend, so `across_backends` runs each backend in a subprocess
+one Keras backend, so `train_on` runs each backend in a subprocess
 (`python -m keras_bp.checks.backend_parity ...`), which saves its weights after step 1 and after
-`steps`. JAX computes in float32 unless told, so its subprocess sets `JAX_ENABLE_X64`.
+`steps`, or after each step of `record` (the report's curves). JAX computes in float32 unless
+told, so its subprocess sets `JAX_ENABLE_X64`.
 """
 
 import itertools
@@ -40,23 +41,33 @@ class _WeightsAt(keras.callbacks.Callback):
             self.weights[batch + 1] = [np.array(w) for w in self.model.get_weights()]
 
 
-def train_here(x, y, steps, batch_size=128, seed=0, dtype="float32") -> dict:
-    """`{trainer: {1: weights, steps: weights}}` on this process's Keras backend."""
+def train_here(
+    x, y, steps, batch_size=128, seed=0, dtype="float32", record=None, trainers=TRAINERS
+) -> dict:
+    """`{trainer: {step: weights}}` on this process's Keras backend, for each of `trainers`
+    after each step of `record` (1-based; by default 1 and `steps`)."""
     if steps * batch_size > len(x):
         raise ValueError(f"steps * batch_size = {steps * batch_size} exceeds the {len(x)} samples")
+    record = sorted(set(record or (1, steps)))
+    if record[0] < 1 or record[-1] > steps:
+        raise ValueError(f"record: expected steps within 1..{steps}, received {record}")
+    if not set(trainers) <= set(TRAINERS):
+        raise ValueError(f"trainers: expected some of {TRAINERS}, received {trainers}")
     keras.config.set_floatx(dtype)  # the layers' weights and the optimizers' state
     indices = epoch_permutation(seed, 0, len(x))[: steps * batch_size].reshape(steps, -1)
     x, y = x.astype(dtype), y.astype(dtype)
-    record = (1, steps)
 
-    keras.utils.set_random_seed(seed)
-    model = build_model()
-    model.set_weights(tensorflow_initial_weights(model))
-    at = _WeightsAt(record)
-    order = indices.ravel()
-    model.fit(x[order], y[order], batch_size=batch_size, shuffle=False, verbose=0, callbacks=[at])
-    weights = {"fit": at.weights}
-    for kind in ("tape", "manual"):
+    weights = {}
+    if "fit" in trainers:
+        keras.utils.set_random_seed(seed)
+        model = build_model()
+        model.set_weights(tensorflow_initial_weights(model))
+        at = _WeightsAt(record)
+        order = indices.ravel()
+        fit_args = {"batch_size": batch_size, "shuffle": False, "verbose": 0, "callbacks": [at]}
+        model.fit(x[order], y[order], **fit_args)
+        weights["fit"] = at.weights
+    for kind in [t for t in trainers if t != "fit"]:
         source, weights[kind] = make_source(kind, seed=seed), {}
         for step, batch in enumerate(indices, start=1):
             _, _, grads = source.loss_and_gradients(x[batch], y[batch])
@@ -66,12 +77,24 @@ def train_here(x, y, steps, batch_size=128, seed=0, dtype="float32") -> dict:
     return weights
 
 
-def train_on(backend, x, y, steps, batch_size=128, seed=0, dtype="float32", timeout=1800):
+def train_on(
+    backend,
+    x,
+    y,
+    steps,
+    batch_size=128,
+    seed=0,
+    dtype="float32",
+    timeout=1800,
+    record=None,
+    trainers=TRAINERS,
+):
     """`train_here` on `backend`, in a subprocess; its data is this process's `x`, `y`."""
     with tempfile.TemporaryDirectory() as tmp:
         data, out = Path(tmp) / "data.npz", Path(tmp) / "weights.npz"
         np.savez(data, x=x, y=y)
-        args = [str(a) for a in (data, out, steps, batch_size, seed, dtype)]
+        listed = [",".join(map(str, record or (1, steps))), ",".join(trainers)]
+        args = [str(a) for a in (data, out, steps, batch_size, seed, dtype, *listed)]
         env = {**os.environ, "KERAS_BACKEND": backend, "JAX_ENABLE_X64": "1"}
         proc = subprocess.run(
             [sys.executable, "-m", "keras_bp.checks.backend_parity", *args],
@@ -121,9 +144,18 @@ def across_backends(weights: dict, steps: int) -> list:
 
 
 if __name__ == "__main__":
-    data, out, steps, batch_size, seed, dtype = sys.argv[1:]
+    data, out, steps, batch_size, seed, dtype, record, trainers = sys.argv[1:]
     arrays = np.load(data)
-    trained = train_here(arrays["x"], arrays["y"], int(steps), int(batch_size), int(seed), dtype)
+    trained = train_here(
+        arrays["x"],
+        arrays["y"],
+        int(steps),
+        int(batch_size),
+        int(seed),
+        dtype,
+        record=[int(s) for s in record.split(",")],
+        trainers=trainers.split(","),
+    )
     np.savez(
         out,
         **{

@@ -84,6 +84,19 @@ def seed_list(text):
     )
 
 
+def backend_list(text):
+    """An argparse type: `"tensorflow,jax"`, Keras backends, each once."""
+    backends = text.split(",")
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise argparse.ArgumentTypeError(
+                f"expected backends among {','.join(BACKENDS)}, received {text!r}"
+            )
+    if len(set(backends)) != len(backends):
+        raise argparse.ArgumentTypeError(f"each backend once, received {text!r}")
+    return backends
+
+
 def train_parser(description, trainer, out=None):
     """A parser with the options of `trainer` (`"fit"`, `"tape"` or `"manual"`).
 

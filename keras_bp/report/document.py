@@ -4,45 +4,54 @@
 `build` returned, so the text never shows a number `report.json` lacks.
 """
 
+import itertools
+
 import numpy as np
 
-from keras_bp.report import stats
+from keras_bp.report import backend_runs, stats
 from keras_bp.report.published import PUBLISHED
+from keras_bp.runtime.backend_start import BACKENDS
 from keras_bp.training.runs import markdown_table
 
 METRICS = ("test_accuracy", "test_loss")
-# The comparisons the report makes: the three trainers pairwise, and the seeded recipe's order
-# (a new one each epoch) against Keras's own (one order repeated).
+# The comparisons the report makes: the three trainers pairwise, the seeded recipe's order
+# (a new one each epoch) against Keras's own (one order repeated), and `fit` on each pair of
+# Keras backends (TensorFlow's `fit` against JAX's and PyTorch's, then JAX's against PyTorch's).
 PAIRS = (
     ("fit", "tape"),
     ("fit", "manual"),
     ("tape", "manual"),
     ("fit", "fit --keras-shuffle"),
+    *itertools.combinations(map(backend_runs.label, BACKENDS), 2),
 )
 PARITY_MARKS = (1, 10, 100)  # the steps report.md tabulates, with the last
 FIGURES = {
     "learning_curves.png": "Learning curves: mean over seeds, min–max band",
     "accuracy_per_seed.png": "Final test accuracy per seed",
-    "parity_over_steps.png": "Parity over steps: largest weight difference between trainers",
+    "parity_over_steps.png": "Parity over steps: largest weight difference between trainers, "
+    "and between backends",
     "gradcheck_errors.png": "Hand-written gradients against the tape and numerical differences",
     "speed.png": "Speed against the machine's training floor",
     "overfitting.png": "Overfitting: a long run, its validation loss and its best epoch",
 }
 
 
-def build(results, settings, machine, overfitting, parity, gradients, speed):
+def build(results, settings, machine, overfitting, parity, gradients, speed, backend_parity=None):
     """Every number of the report, JSON-ready: `report.json`.
 
     Args:
         results: `{trainer: [metrics.json of each seed]}` (`keras_bp.report.seeds.train_all`).
-        settings: `{"seeds", "epochs", "train_samples", "seconds", "reused_runs"}`.
+        settings: `{"seeds", "epochs", "train_samples", "seconds", "reused_runs", "backends"}`.
         machine: `{"cpu", "versions"}`.
-        overfitting, parity, gradients, speed: `keras_bp.report.seeds`'s, or `None` when skipped.
+        overfitting, parity, gradients, speed, backend_parity: `keras_bp.report.seeds`'s, or
+            `None` when skipped.
     """
     trainers = {}
     for label, runs in results.items():
         summary = {m: stats.summarize([r[m] for r in runs]) for m in METRICS}
+        (backend,) = {r["backend"] for r in runs}  # a label runs on one backend
         trainers[label] = {
+            "backend": backend,
             "runs": [
                 {
                     k: r[k]
@@ -79,20 +88,33 @@ def build(results, settings, machine, overfitting, parity, gradients, speed):
             for name, pairs in (parity or {}).items()
         },
         "parity_curves": parity,
+        "backend_parity": _with_marks(backend_parity),
         "gradients": gradients,
         "speed": speed,
     }
 
 
-def _parity_marks(curve):
+def _with_marks(backend_parity):
+    """`seeds.backend_parity_curves`' numbers, with each pair's `_parity_marks`."""
+    if backend_parity is None:
+        return None
+    steps, curves = backend_parity["steps"], backend_parity["curves"]
+    marks = {pair: _parity_marks(curve, steps) for pair, curve in curves.items()}
+    return {**backend_parity, "marks": marks}
+
+
+def _parity_marks(curve, steps=None):
+    """The curve after the steps of `PARITY_MARKS` and the last, and the first step past 1e-6;
+    `steps[i]` is the step of `curve[i]` (by default `i + 1`: every step)."""
     curve = np.asarray(curve)
+    steps = list(steps or range(1, len(curve) + 1))
     above = np.flatnonzero(curve > 1e-6)
-    marks = {f"step_{s}": float(curve[s - 1]) for s in PARITY_MARKS if s <= len(curve)}
+    marks = {f"step_{s}": float(curve[steps.index(s)]) for s in PARITY_MARKS if s in steps}
     return {
         **marks,
-        "last_step": len(curve),
+        "last_step": steps[-1],
         "last": float(curve[-1]),
-        "first_step_above_1e-6": int(above[0]) + 1 if above.size else None,
+        "first_step_above_1e-6": steps[above[0]] if above.size else None,
     }
 
 
@@ -122,6 +144,7 @@ def markdown(report, figures=tuple(FIGURES)) -> str:
         f"the report took {s['seconds'] / 60:.1f} minutes"
         + (f", reusing {s['reused_runs']} finished runs." if s["reused_runs"] else "."),
         "",
+        *_backends_intro(report["trainers"]),
         f"Published: `{published['printed']}` ({published['source']}, <{published['url']}>).",
         "",
         "## Test accuracy and loss over seeds",
@@ -137,6 +160,7 @@ def markdown(report, figures=tuple(FIGURES)) -> str:
         rows.append(
             [
                 f"`{label}`",
+                t["backend"],
                 acc["n"],
                 _f(acc["mean"]),
                 _f(acc["std"]),
@@ -149,6 +173,7 @@ def markdown(report, figures=tuple(FIGURES)) -> str:
         )
     headers = [
         "trainer",
+        "backend",
         "seeds",
         "accuracy",
         "std",
@@ -172,12 +197,28 @@ def markdown(report, figures=tuple(FIGURES)) -> str:
     lines += [markdown_table(["pair", "metric", "difference", "95% CI", "p"], rows), ""]
     lines += [f"- {d['sentence']}" for d in report["differences"] if d["metric"] == "test_accuracy"]
     lines += _overfitting(report["overfitting"]) + _parity(report["parity"])
+    lines += _backend_parity(report["backend_parity"])
     lines += _gradients(report["gradients"]) + _speed(report["speed"])
     lines += ["", "## Figures", ""]
     for name, title in FIGURES.items():
         if name in figures:
             lines += [f"![{title}]({name})", ""]
     return "\n".join(lines)
+
+
+def _backends_intro(trainers):
+    """The paragraph on the rows of other Keras backends, if there are any."""
+    elsewhere = [f"`{label}`" for label, t in trainers.items() if t["backend"] != "tensorflow"]
+    if not elsewhere:
+        return []
+    rows = " and ".join(elsewhere)
+    return [
+        f"{rows} {'are' if len(elsewhere) > 1 else 'is'} the recipe on another of Keras's "
+        "backends: `keras-bp train --backend B` (`scripts/train.py`), each run in a process of "
+        "its own, from TensorFlow's initial weights for the seed, on the same batches in the "
+        "same order as `fit` on TensorFlow. The other rows run on TensorFlow.",
+        "",
+    ]
 
 
 def _overfitting(o):
@@ -232,6 +273,40 @@ def _parity(parity):
         "",
         markdown_table(headers, rows),
     ]
+
+
+def _backend_parity(b):
+    if not b:
+        return []
+    rows = []
+    for pair, m in b["marks"].items():
+        marks = [f"{m[f'step_{s}']:.1e}" if f"step_{s}" in m else "–" for s in PARITY_MARKS]
+        last = f"{m['last']:.1e} (step {m['last_step']})"
+        rows.append([pair, *marks, last, m["first_step_above_1e-6"] or "never"])
+    headers = ["pair", *[f"step {s}" for s in PARITY_MARKS], "last", "first > 1e-6"]
+    return [
+        "",
+        "## Parity across backends",
+        "",
+        f"`{b['trainer']}` on each Keras backend, in a process of its own, from the same "
+        "weights on the same batches, with Keras's op-by-op RMSprop (as `--no-fused` above); "
+        "largest absolute weight difference between two backends "
+        f"(`keras_bp/checks/backend_parity.py`). Compared {_sampled(b['steps'])}; the first "
+        "step past 1e-6 is the first of those.",
+        "",
+        markdown_table(headers, rows),
+    ]
+
+
+def _sampled(steps) -> str:
+    """`"after steps 1–10, then every 5th, and after step 468"` for `[1, …, 10, 15, …, 468]`."""
+    dense = next((i for i, s in enumerate(steps) if s != i + 1), len(steps))
+    if dense == len(steps):
+        return f"after each of steps 1–{dense}"
+    text = f"after steps 1–{dense}" if dense else "after some steps"
+    if dense + 1 < len(steps):
+        text += f", then every {steps[dense + 1] - steps[dense]}th"
+    return text + f", and after step {steps[-1]}"
 
 
 def _gradients(g):

@@ -165,7 +165,7 @@ def accuracy_per_seed(values, published, path, published_label="published") -> P
         s: (i - (len(seeds) - 1) / 2) * min(0.09, 0.6 / len(seeds)) for i, s in enumerate(seeds)
     }
     markers = {s: SEED_MARKERS[i % len(SEED_MARKERS)] for i, s in enumerate(seeds)}
-    with _figure(path, figsize=(7.2, 5.0)) as (fig, ax):
+    with _figure(path, figsize=(max(7.2, 1.4 * len(values) + 1.2), 5.0)) as (fig, ax):
         for x, (label, by_seed) in enumerate(values.items()):
             for seed, accuracy in by_seed.items():
                 # Hollow, so a marker drawn over another still shows both outlines.
@@ -177,9 +177,11 @@ def accuracy_per_seed(values, published, path, published_label="published") -> P
             below = {"xytext": (0, -6), "textcoords": "offset points", "ha": "center"}
             ax.annotate(f"mean {mean:.4f}", (x, mean), va="top", fontsize=9, **below)
         ax.axhline(published, color="0.3", ls="--", lw=1)
+        # A label's options go on a line of their own: "fit\n--backend torch", not one long line.
+        ticks = [label.replace(" --", "\n--") for label in values]
+        counts = [_seeds(len(by_seed)) for by_seed in values.values()]
         ax.set_xticks(
-            range(len(values)),
-            [f"{label}\n({_seeds(len(by_seed))})" for label, by_seed in values.items()],
+            range(len(values)), [f"{t}\n({n})" for t, n in zip(ticks, counts, strict=True)]
         )
         ax.set_xlim(-0.5, len(values) - 0.5)
         ax.set(ylabel="test accuracy (fraction of 10,000 images)", title="Test accuracy per seed")
@@ -196,33 +198,38 @@ def accuracy_per_seed(values, published, path, published_label="published") -> P
     return Path(path)
 
 
-def parity_over_steps(curves, path) -> Path:
+def parity_over_steps(curves, path, steps=None, title=None) -> Path:
     """How far the trainers' weights drift apart, step by step, one panel per configuration.
 
     A log axis has no 0, so identical weights sit on a row of their own at the bottom, below a
     break in the axis, and its tick reads "0 (identical)".
 
     Args:
-        curves: `{config_label: {pair_label: array}}`; `array[i]` is the largest absolute weight
-            difference between the pair after step `i + 1`.
+        curves: `{panel_label: {pair_label: array}}`; `array[i]` is the largest absolute weight
+            difference between the pair after step `i + 1`, or after `steps[panel_label][i]`.
+        steps: `{panel_label: [step, ...]}` for the panels compared after some steps only.
+        title: the figure's title; by default it names the trainers.
     """
+    steps = steps or {}
     floor = _log_floor([a for pairs in curves.values() for a in pairs.values()])
-    size = (3.6 * len(curves) + 1, 4.4)
+    size = (3.6 * len(curves) + 1, 4.6)
     with _figure(path, ncols=len(curves), figsize=size, sharey=True, squeeze=False) as (fig, axes):
         for ax, (config, pairs) in zip(axes[0], curves.items(), strict=True):
             drawn = {}
-            for pair, diffs in pairs.items():
+            for i, (pair, diffs) in enumerate(pairs.items()):
                 same = _same_as(pair, diffs, drawn)
                 diffs = np.asarray(diffs, dtype=float)
-                steps = np.arange(1, diffs.size + 1)
+                at = np.asarray(steps.get(config, np.arange(1, diffs.size + 1)))
                 # A curve equal to one drawn before goes dashed on top of it: both stay visible.
+                # Curves that only nearly agree would hide one another too, so each is drawn
+                # narrower than the one before it: the first shows as an edge around the next.
                 label, style = (f"{pair} (= {same})", "--") if same else (pair, "-")
                 ax.plot(
-                    steps,
+                    at,
                     np.where(diffs > 0, diffs, floor),
                     style,
                     color=color(pair),
-                    lw=1.5,
+                    lw=1.5 + 1.0 * (len(pairs) - 1 - i),
                     label=label,
                 )
             ax.set(yscale="log", xlabel="training step", title=config)
@@ -238,9 +245,25 @@ def parity_over_steps(curves, path) -> Path:
             [floor, *ticks], ["0 (identical)", *[f"$10^{{{np.log10(t):.0f}}}$" for t in ticks]]
         )
         ax0.set_ylim(bottom=floor / 3)
-        fig.suptitle("Weight difference between trainers, after each step")
-        handles, labels = ax0.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels))
+        fig.suptitle(title or "Weight difference between trainers, after each step")
+        # One key for every panel: a pair drawn in several panels is listed once, a row for
+        # the first panel's pairs and rows for the pairs only later panels draw.
+        key = {}
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                key.setdefault(label, handle)
+        ncol = min(len(key), len(ax0.get_legend_handles_labels()[1]))
+        rows = -(-len(key) // ncol)
+        labels = list(key)
+        by_column = [
+            i + r * ncol for i in range(ncol) for r in range(rows) if i + r * ncol < len(key)
+        ]
+        fig.legend(
+            [key[labels[i]] for i in by_column],
+            [labels[i] for i in by_column],
+            loc="outside lower center",
+            ncol=ncol,
+        )
     return Path(path)
 
 

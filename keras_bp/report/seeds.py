@@ -3,9 +3,11 @@
 `scripts/report.py` (`make report`) calls these for the runs and measurements, then
 `keras_bp.report.document` for `report.json` and `report.md`, and `keras_bp.report.figures`. Each
 run keeps its own directory, `OUT/runs/TRAINER-seedS/`, with its `metrics.json`; a rerun reuses the
-finished ones, so a killed report resumes where it stopped.
+finished ones, so a killed report resumes where it stopped. `fit` on JAX and PyTorch runs in a
+process of its own (`keras_bp.report.backend_runs`).
 """
 
+import itertools
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -14,6 +16,7 @@ import keras
 import numpy as np
 
 from keras_bp.config import LOOP_SPEED, FitConfig, LoopConfig
+from keras_bp.report import backend_runs
 from keras_bp.runtime.errors import UsageError
 from keras_bp.training.early_stopping import replay
 from keras_bp.training.runlog import shuffle
@@ -40,7 +43,8 @@ PARITY_SPEEDS = {
 
 
 def run_dir(out, label: str, seed: int) -> Path:
-    return Path(out) / "runs" / f"{label.replace(' --', '-')}-seed{seed}"
+    """`OUT/runs/fit-keras-shuffle-seed0` for `("fit --keras-shuffle", 0)`."""
+    return Path(out) / "runs" / f"{label.replace(' --', '-').replace(' ', '-')}-seed{seed}"
 
 
 def finished(directory: Path, config, samples: int) -> dict | None:
@@ -52,6 +56,7 @@ def finished(directory: Path, config, samples: int) -> dict | None:
         return None
     wanted = {
         "trainer": config.trainer,
+        "backend": config.backend,
         "epochs": config.epochs,
         "seed": config.seed,
         "train_samples": samples,
@@ -64,21 +69,26 @@ def finished(directory: Path, config, samples: int) -> dict | None:
     return metrics if same and patience == config.early_stopping else None
 
 
-def train_all(data, out, seeds, epochs, train_samples=None, fresh=False, progress=print):
-    """Train every trainer of `TRAINERS` once per seed, or reuse its finished run.
+def train_all(
+    data, out, seeds, epochs, train_samples=None, fresh=False, progress=print, backends=()
+):
+    """Train every trainer of `TRAINERS`, and `fit` on each of `backends` other than TensorFlow
+    (`keras_bp.report.backend_runs`), once per seed, or reuse its finished run. A run on another
+    backend loads `train_samples` of MNIST itself: `data` must be `mnist_arrays(train_samples)`.
 
     Returns `({label: [metrics per seed]}, how many finished runs were reused)`.
     """
     from keras_bp.training.loop import train_loop
     from keras_bp.training.recipe import train_fit
 
-    jobs = [(label, seed) for label in TRAINERS for seed in seeds]
-    results = {label: [] for label in TRAINERS}
+    trainers = {**TRAINERS, **backend_runs.fit_configs(backends)}
+    jobs = [(label, seed) for label in trainers for seed in seeds]
+    results = {label: [] for label in trainers}
     reused = 0
     for i, (label, seed) in enumerate(jobs, 1):
         directory = run_dir(out, label, seed)
         config = replace(
-            TRAINERS[label],
+            trainers[label],
             epochs=epochs,
             seed=seed,
             train_samples=train_samples,
@@ -90,9 +100,14 @@ def train_all(data, out, seeds, epochs, train_samples=None, fresh=False, progres
         if metrics is None:
             (directory / "metrics.json").unlink(missing_ok=True)
             progress(f"{where} training ({len(jobs) - i} more after this)")
-            keras.backend.clear_session()
-            train = train_fit if isinstance(config, FitConfig) else train_loop
-            _, metrics = train(config, data, verbose=0)
+            if config.backend != backend_runs.TENSORFLOW:
+                metrics = backend_runs.train_elsewhere(config)
+                if finished(directory, config, len(data[0][0])) is None:  # the command's defaults
+                    raise RuntimeError(f"{where} keras-bp train ran other settings than these")
+            else:
+                keras.backend.clear_session()
+                train = train_fit if isinstance(config, FitConfig) else train_loop
+                _, metrics = train(config, data, verbose=0)
             done = f"{metrics['train_seconds']:.1f} s"
         else:
             done, reused = "reused", reused + 1
@@ -157,6 +172,32 @@ def parity_curves(x, y, steps, progress=print):
         keras.backend.clear_session()
         curves[name] = {k: v.tolist() for k, v in trajectories(x, y, steps, speed=speed).items()}
     return curves
+
+
+def backend_parity_curves(x, y, backends, steps, progress=print):
+    """`fit` on each pair of `backends`, from the same weights on the same first `steps`
+    batches (`keras_bp.checks.backend_parity`, a process per backend): `{"trainer": "fit",
+    "steps": [...], "curves": {"tensorflow vs jax": [max |Δw| after each of those steps]}}`.
+
+    The weights are kept after steps 1 to 10, then after every 5th step and the last: a
+    trajectory of every step would hold 1.6 MB per step and backend."""
+    from keras_bp.checks import backend_parity
+
+    record = sorted({*range(1, min(10, steps) + 1), *range(5, steps + 1, 5), steps})
+    weights = {}
+    for backend in backends:
+        progress(f"parity across backends: fit on {backend}, {steps} steps, in its own process")
+        trained = backend_parity.train_on(
+            backend, x, y, steps, PARITY_BATCH, record=record, trainers=("fit",)
+        )
+        weights[backend] = trained["fit"]
+    curves = {
+        f"{a} vs {b}": [
+            backend_parity.max_abs_difference(weights[a][s], weights[b][s]) for s in record
+        ]
+        for a, b in itertools.combinations(backends, 2)
+    }
+    return {"trainer": "fit", "steps": record, "curves": curves}
 
 
 def gradient_errors():

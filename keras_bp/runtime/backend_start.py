@@ -22,10 +22,11 @@ def installed(backend: str) -> bool:
     return importlib.util.find_spec(_PACKAGE[backend]) is not None
 
 
-def missing_message(backend: str) -> str:
-    """The one line that says how to install a backend that is not installed."""
+def missing_message(backend: str, option: str = "--backend") -> str:
+    """The one line that says how to install a backend that is not installed; it names the
+    `option` that asked for it."""
     return (
-        f"--backend {backend}: {_PACKAGE[backend]} is not installed; install the extra with "
+        f"{option} {backend}: {_PACKAGE[backend]} is not installed; install the extra with "
         f"pip install 'keras_bp[{backend}]' (or make backends)"
     )
 
