@@ -30,7 +30,7 @@ def check_figure(path):
     assert pixels[..., :3].std() > 0.01, f"{path} is blank"
 
 
-@pytest.mark.heavy(10)
+@pytest.mark.slow  # fast: document.build's statistics and markdown below, test_figures.py
 def test_the_report_pipeline_on_a_small_real_subset(tmp_path):
     """`main()` in this process: its TensorFlow is already started. test_bad_input_… below runs
     the script as a process. On TensorFlow alone: tests/test_backends_report.py adds JAX and
