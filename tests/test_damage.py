@@ -34,6 +34,12 @@ def delete(path):
 DAMAGE = {"truncated": truncate, "bit-flipped": flip_a_byte, "deleted": delete}
 
 
+def damages(fast):
+    """DAMAGE's names as parameters, all but `fast` marked slow: each trainer meets one kind of
+    damage in the fast suite (the same check of the newest save finds every kind)."""
+    return [name if name == fast else pytest.param(name, marks=pytest.mark.slow) for name in DAMAGE]
+
+
 def _loop_killed_after_two_saves(out, data):
     with pytest.MonkeyPatch.context() as patch:
         die_after(patch, RunCheckpoint, "save", when=lambda saves: len(saves) == 2)
@@ -56,7 +62,7 @@ def whole_fit(tmp_path_factory):
     return train_fit(FitConfig(**FIT, out=out), make_synthetic_data(), verbose=0)[1]
 
 
-@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("damage", damages(fast="bit-flipped"))
 def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(
     damage, whole_loop, tmp_path, synthetic_data, capsys
 ):
@@ -101,7 +107,7 @@ def _fit_killed_after_epoch_2(out, data):
     return resume_dir(out) / "keras"
 
 
-@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("damage", damages(fast="truncated"))
 def test_a_damaged_fit_backup_resumes_from_the_epoch_before(
     damage, whole_fit, tmp_path, synthetic_data, capsys
 ):

@@ -23,13 +23,14 @@ from keras_bp.runtime.errors import UsageError
 
 BOUND = 1e-6  # largest |Δw| allowed between 2 replicas and one device
 
-# One interpreter for every check on 2 mirrored replicas (TensorFlow's start is most of each
-# one's time), on real MNIST. First both sources' compiled steps vs one device: a 1-step chunk, a
-# 3-step chunk, then a final partial batch of 97 rows (split 48/49). Then the three trainers as
-# the scripts run them (`--strategy mirrored --replicas 2`, fit `--fused`) and the tape loop on
-# one device, 1 epoch of 1500 images, each saved into its directory under argv[1]. Last, what
-# asking for devices or collectives says once TensorFlow runs.
-MIRRORED = r"""
+# One interpreter for the checks on 2 mirrored replicas (TensorFlow's start is most of each one's
+# time), on real MNIST: both sources' compiled steps vs one device, a 1-step chunk, a 3-step
+# chunk, then a final partial batch of 97 rows (split 48/49); then what asking for devices or
+# collectives says once TensorFlow runs. TRAINERS, in an interpreter of its own (slow), runs the
+# three trainers as the scripts run them (`--strategy mirrored --replicas 2`, fit `--fused`) and
+# the tape loop on one device, 1 epoch of 1500 images, each saved into its directory under
+# argv[1].
+HEAD = r"""
 import json
 import os
 import sys
@@ -47,6 +48,11 @@ from keras_bp.data import mnist_arrays
 from keras_bp.gradients import make_source
 from keras_bp.checks.parity import max_abs_difference
 
+"""
+
+MIRRORED = (
+    HEAD
+    + r"""
 (x_train, y_train), _ = mnist_arrays(train_samples=4 * 128 + 97)
 x, y = tf.constant(x_train), tf.constant(y_train)
 order = epoch_permutation(0, 0, len(x_train))
@@ -77,6 +83,26 @@ for kind in ("tape", "manual"):
     result["traces"] = steps.traces
     result["evaluate"] = [steps.evaluate(x, y), single.evaluate(x, y)]
 
+from keras_bp.runtime.errors import UsageError
+from keras_bp.training.distribute import configure_replicas, multi_worker
+os.environ["TF_CONFIG"] = json.dumps(
+    {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}
+)
+out["too_late"] = []
+for late in (lambda: configure_replicas(3), multi_worker):
+    try:
+        late()
+        out["too_late"].append("no error")
+    except UsageError as e:
+        out["too_late"].append(str(e))
+print(json.dumps(out))
+"""
+)
+
+TRAINERS = (
+    HEAD
+    + r"""
+out = {}
 from dataclasses import replace
 import keras
 from keras_bp.saving import load_model
@@ -106,20 +132,9 @@ for name, (train, config) in runs.items():
 initial = [v.numpy() for v in make_source("tape", seed=0).variables]
 out["trainers"]["one device"]["moved"] = max_abs_difference(saved["one device"], initial)
 
-from keras_bp.runtime.errors import UsageError
-from keras_bp.training.distribute import configure_replicas, multi_worker
-os.environ["TF_CONFIG"] = json.dumps(
-    {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}
-)
-out["too_late"] = []
-for late in (lambda: configure_replicas(3), multi_worker):
-    try:
-        late()
-        out["too_late"].append("no error")
-    except UsageError as e:
-        out["too_late"].append(str(e))
 print(json.dumps(out))
 """
+)
 
 
 def run_python(code, *args, timeout=300):
@@ -129,16 +144,20 @@ def run_python(code, *args, timeout=300):
     return proc.stdout.strip().splitlines()
 
 
-@pytest.mark.heavy(9)
-def test_two_mirrored_replicas_train_as_one_device(tmp_path):
-    """MIRRORED, one process: the compiled steps, then the three trainers, then a late ask."""
-    run = json.loads(run_python(MIRRORED, tmp_path)[-1])
+@pytest.mark.heavy(6)
+def test_two_mirrored_replicas_step_as_one_device():
+    """MIRRORED, one process: the compiled steps, then a late ask."""
+    run = json.loads(run_python(MIRRORED)[-1])
     compiled_steps_match_one_device(run)
-    trainers_match_one_device(run["trainers"])
     # Devices and collectives must come first: asked for once TensorFlow runs, they are refused.
     late_replicas, late_workers = run["too_late"]
     assert "TensorFlow has already started" in late_replicas
     assert "before any TensorFlow op runs" in late_workers
+
+
+@pytest.mark.slow  # the fast test above holds the steps every mirrored trainer takes
+def test_the_three_trainers_on_two_mirrored_replicas_end_as_one_device(tmp_path):
+    trainers_match_one_device(json.loads(run_python(TRAINERS, tmp_path)[-1])["trainers"])
 
 
 def compiled_steps_match_one_device(run):

@@ -300,9 +300,10 @@ def _kill_before_saving(config):
 @pytest.mark.parametrize(
     "trainer, epochs, stopped_epoch",
     [
+        # Each trainer meets one case in the fast suite, the other in the slow one.
         ("tape", 8, 5),  # early stopping had stopped the run
-        ("fit", 8, 5),
-        ("tape", 4, None),  # every epoch had run, the last one not the best
+        pytest.param("fit", 8, 5, marks=pytest.mark.slow),
+        pytest.param("tape", 4, None, marks=pytest.mark.slow),  # every epoch ran, the last not best
         ("fit", 4, None),
     ],
 )

@@ -322,9 +322,16 @@ def whole_run(trainer, tmp_path_factory, data):
     return WHOLE[trainer]
 
 
+# The tape loop saves as the manual one does; fit's backup (a whole run, a killed one and its
+# rerun: about 4 s) is slow here and on a real full disk below.
 @pytest.mark.parametrize(
-    "trainer", [*REFUSED, pytest.param("tape", marks=pytest.mark.slow)]
-)  # the tape loop saves as the manual one does
+    "trainer",
+    [
+        "manual",
+        pytest.param("fit", marks=pytest.mark.slow),
+        pytest.param("tape", marks=pytest.mark.slow),
+    ],
+)
 def test_a_full_disk_stops_in_one_line_keeps_the_last_good_state_and_the_rerun_resumes(
     trainer, tmp_path, tmp_path_factory, synthetic_data
 ):

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_script
+from conftest import run_main, run_script
 
 from keras_bp import gradients
 from keras_bp.checks import parity
@@ -108,11 +108,9 @@ def test_manual_trainer_graph_has_no_autodiff_ops_and_the_tape_graph_does():
     assert "MatMul" in manual_ops
 
 
-@pytest.mark.heavy(3)
-@pytest.mark.parametrize(
-    "script",
-    [pytest.param("scripts/custom_loop.py", marks=pytest.mark.slow), "scripts/manual_backprop.py"],
-)
+# Slow: a process of its own each; the fast suite's real-data smoke is make train's (test_recipe).
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["scripts/custom_loop.py", "scripts/manual_backprop.py"])
 def test_loop_scripts_smoke_on_real_mnist(script, tmp_path):
     began = time.monotonic()
     proc = run_script(script, "--epochs", "1", "--train-samples", "2560", "--out", tmp_path)
@@ -183,10 +181,10 @@ def test_a_chunk_longer_than_the_xla_shape_is_refused():
         steps.run(None, None, np.zeros((3, 4), np.int32))
 
 
-@pytest.mark.heavy(7)
+@pytest.mark.heavy(3)
 def test_parity_exits_1_when_a_pair_differs_by_more_than_the_tolerance():
-    # The script exits at once after its work (cli.run), still with main()'s exit code.
-    proc = run_script("scripts/parity.py", "--steps", "2", "--tolerance", "1e-30")
+    # In this process; the script's own exit code from a process: the --replicas test below.
+    proc = run_main("parity.py", "--steps", "2", "--tolerance", "1e-30")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("FAIL: largest difference ")
 

@@ -191,12 +191,12 @@ def test_a_signal_to_the_launcher_stops_every_worker(signum, launch, tmp_path):
 
 
 def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace_period(launch, tmp_path):
-    proc = launch("--workers", 2, "--grace", 1.5, *worker_command(tmp_path, "stubborn", "sleep"))
+    proc = launch("--workers", 2, "--grace", 0.5, *worker_command(tmp_path, "stubborn", "sleep"))
     pids = wait_for_workers(tmp_path, 2, proc)
     proc.send_signal(signal.SIGTERM)
     code, _, _, seconds = finish(proc)
     assert code == 143
-    assert 1.4 < seconds < 10  # --grace 1.5 (the default is 5)
+    assert 0.45 < seconds < 10  # --grace 0.5 (the default is 5)
     assert not any(alive(pid) for pid in pids)
 
 

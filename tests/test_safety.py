@@ -39,14 +39,13 @@ def holder(out):
         return ""
 
 
-@pytest.mark.heavy(3)
+# Slow: two processes that train. Fast: test_interrupts.py's held directory, in process.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, args",
     [
         ("manual_backprop.py", ["--epochs", "3", "--train-samples", "1536"]),
-        pytest.param(
-            "train.py", ["--epochs", "3", "--train-samples", "20000"], marks=pytest.mark.slow
-        ),
+        ("train.py", ["--epochs", "3", "--train-samples", "20000"]),
     ],
 )
 def test_a_second_run_into_a_busy_directory_is_refused_and_the_first_is_unaffected(
@@ -84,7 +83,8 @@ def stop_at_first_checkpoint(script, args, out, signum):
     return stderr
 
 
-@pytest.mark.heavy(4)
+# Slow: a process that trains. Fast: test_interrupts.py's stop at a safe point, in process.
+@pytest.mark.slow
 def test_ctrl_c_stops_the_loop_with_130_saying_what_it_saved_on_a_line_of_its_own(tmp_path):
     stderr = stop_at_first_checkpoint("manual_backprop.py", LOOP_RUN, tmp_path, signal.SIGINT)
     lines = stderr.splitlines()

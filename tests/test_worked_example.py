@@ -1,10 +1,12 @@
 """scripts/worked_example.py prints its inputs first, and its hand gradients are the tape's."""
 
 import re
+import runpy
+import sys
 
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import ROOT, run_script
 
 NUMBER = r"(-?[\d.]+)"
 INPUTS = re.compile(
@@ -20,14 +22,22 @@ STEP_LINE = re.compile(
 LOSS_LINE = re.compile(r"^step (\d+): loss = (\S+)$", re.MULTILINE)
 
 
-def test_worked_example_runs_quietly_and_can_be_followed_by_hand():
-    """One run of the script (TensorFlow's start costs seconds), checked two ways below."""
+def test_worked_example_can_be_followed_by_hand(monkeypatch, capsys):
+    """The script run in this process (TensorFlow has started), checked two ways below."""
+    monkeypatch.setattr(sys, "argv", ["worked_example.py"])
+    runpy.run_path(str(ROOT / "scripts" / "worked_example.py"), run_name="__main__")
+    output = capsys.readouterr().out
+    check_hand_gradients_match_tape(output)
+    check_printed_inputs_reproduce_every_number(output)
+
+
+@pytest.mark.slow  # a start of TensorFlow; fast, test_quiet_start.py checks the quiet start
+def test_worked_example_runs_quietly_as_a_command():
     proc = run_script("scripts/worked_example.py", timeout=120)
     assert proc.returncode == 0, proc.stderr
     # None of TensorFlow's start-up lines (keras_bp.runtime.tensorflow_start).
     assert proc.stderr == ""
     check_hand_gradients_match_tape(proc.stdout)
-    check_printed_inputs_reproduce_every_number(proc.stdout)
 
 
 def check_hand_gradients_match_tape(output):
