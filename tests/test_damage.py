@@ -152,6 +152,7 @@ def test_no_intact_fit_backup_is_one_line(tmp_path, synthetic_data):
         train_fit(FitConfig(**FIT, out=tmp_path), synthetic_data, verbose=0)
 
 
+@pytest.mark.slow  # fast: a backup without digests after a good one, above
 def test_a_first_backup_without_digests_is_discarded_and_training_starts_over(
     tmp_path, synthetic_data, capsys
 ):

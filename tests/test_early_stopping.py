@@ -269,6 +269,7 @@ def test_a_loop_killed_after_its_best_epoch_stops_as_the_uninterrupted_run(
     _assert_same_run(resumed, uninterrupted("tape"))
 
 
+@pytest.mark.slow  # fast: the loop's case above, and fit's kill before saving below
 def test_fit_killed_after_its_best_epoch_stops_as_the_uninterrupted_run(
     uninterrupted, tmp_path, monkeypatch
 ):

@@ -47,6 +47,7 @@ def test_a_rerun_resumes_after_the_last_backed_up_epoch(
     assert not resume_dir(config.out).exists(), "the backup outlived a saved run"
 
 
+@pytest.mark.slow  # fast: test_damage.py's truncated fit backup, the same case
 def test_a_backup_cut_short_by_a_kill_falls_back_to_the_epoch_before(
     tmp_path, synthetic_data, monkeypatch
 ):
