@@ -45,7 +45,9 @@ def test_chunks_cover_every_sample_once_with_a_final_partial_batch():
     [
         ("tape", False, 1),  # full and partial chunks share one trace
         ("manual", False, 1),
-        ("manual", True, 2),  # one XLA graph for padded full chunks, one for the partial batch
+        # One XLA graph for padded full chunks, one for the partial batch. Slow: XLA compiles
+        # (fast, XLA's chunks: test_xla_chunks_padded_to_one_shape_train_as_unpadded_ones).
+        pytest.param("manual", True, 2, marks=pytest.mark.slow),
     ],
 )
 def test_loop_traces_at_most_twice_and_writes_every_run_key(

@@ -18,10 +18,11 @@ STEPS, BATCH, SEED = 6, 16, 2
     "speed",
     [
         LOOP_SPEED,
-        Speed(steps_per_call=4, fused=False),
-        # Slow: XLA compiles six programs (seconds). Fast, the same code under XLA: the report
-        # pipeline draws the trajectories with --xla (test_report.py), and XLA's padded chunks
-        # train as unpadded ones (test_loop.py::test_xla_chunks_padded_to_one_shape_…).
+        # Slow: the same trajectories with Keras's op-by-op RMSprop (fast: test_fused.py holds
+        # the fused and op-by-op trainers to each other step by step).
+        pytest.param(Speed(steps_per_call=4, fused=False), marks=pytest.mark.slow),
+        # Slow: XLA compiles six programs (seconds). Fast, the same code under XLA: XLA's padded
+        # chunks train as unpadded ones (test_loop.py::test_xla_chunks_padded_to_one_shape_…).
         pytest.param(Speed(steps_per_call=4, xla=True), marks=pytest.mark.slow),
     ],
     ids=["shipped (fused)", "no-fused", "xla"],
