@@ -54,38 +54,44 @@ def _train(trainer, out):
 
 @pytest.fixture(scope="session")
 def written(tmp_path_factory, worker_id):
-    """`{trainer: (metrics, model, {run: {tag: events}})}` for a `fit` and a tape-loop run.
+    """`written(trainer)`: `(metrics, model, {run: {tag: events}})` of a `fit` or tape-loop run.
 
-    Trained once per session, not once per xdist worker: the workers share the runs through
-    their common temporary directory, a lock making the second one wait (the recipe in
-    pytest-xdist's documentation for session fixtures).
+    Each trainer's run is trained once per session, not once per xdist worker, and only when a
+    test first asks for it: the workers share the runs through their common temporary
+    directory, a lock making a second worker wait for a run in progress (the recipe in
+    pytest-xdist's documentation for session fixtures). The tests below alternate the trainers,
+    so the two workers start by training one each.
     """
     shared = tmp_path_factory.getbasetemp()
     if worker_id != "master":
         shared = shared.parent
     root = shared / "tensorboard_runs"
     root.mkdir(exist_ok=True)
-    result = {}
-    for trainer in ["fit", "tape"]:
-        out = root / trainer
-        with open(root / f"{trainer}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (out / "metrics.json").exists():
-                _train(trainer, out)
-        logdir = out / "tensorboard"
-        assert sorted(p.name for p in logdir.iterdir()) == sorted(RUNS)
-        result[trainer] = (
-            json.loads((out / "metrics.json").read_text()),
-            keras.saving.load_model(out / "model.keras"),
-            {run: _read(logdir / run) for run in RUNS},
-        )
-    return result
+    cache = {}
+
+    def run(trainer):
+        if trainer not in cache:
+            out = root / trainer
+            with open(root / f"{trainer}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not (out / "metrics.json").exists():
+                    _train(trainer, out)
+            logdir = out / "tensorboard"
+            assert sorted(p.name for p in logdir.iterdir()) == sorted(RUNS)
+            cache[trainer] = (
+                json.loads((out / "metrics.json").read_text()),
+                keras.saving.load_model(out / "model.keras"),
+                {run: _read(logdir / run) for run in RUNS},
+            )
+        return cache[trainer]
+
+    return run
 
 
+@pytest.mark.parametrize("trainer", ["fit", "tape"])  # the first decorator varies fastest
 @pytest.mark.parametrize("run", RUNS)
-@pytest.mark.parametrize("trainer", ["fit", "tape"])
 def test_each_run_holds_the_history_of_metrics_json(trainer, run, written):
-    metrics, _, events = written[trainer]
+    metrics, _, events = written(trainer)
     for name in ("loss", "accuracy"):
         steps, values = zip(*events[run][f"epoch_{name}"], strict=True)
         assert steps == tuple(range(EPOCHS))  # the 0-based epoch, as Keras writes it
@@ -95,7 +101,7 @@ def test_each_run_holds_the_history_of_metrics_json(trainer, run, written):
 
 @pytest.mark.parametrize("trainer", ["fit", "tape"])
 def test_train_holds_the_learning_rate_and_a_histogram_of_every_weight(trainer, written):
-    metrics, model, events = written[trainer]
+    metrics, model, events = written(trainer)
     train = events["train"]
     rates = [float(v) for _, v in train["epoch_learning_rate"]]
     np.testing.assert_allclose(rates, [metrics["learning_rate"]] * EPOCHS, rtol=1e-6)
@@ -121,6 +127,6 @@ def test_train_holds_the_learning_rate_and_a_histogram_of_every_weight(trainer, 
     ],
 )
 def test_fit_and_the_loop_write_the_same_tags(run, written):
-    fit, loop = (set(written[trainer][2][run]) for trainer in ["fit", "tape"])
+    fit, loop = (set(written(trainer)[2][run]) for trainer in ["fit", "tape"])
     assert fit == loop
     assert {"epoch_loss", "epoch_accuracy"} <= fit
