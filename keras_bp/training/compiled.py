@@ -54,7 +54,7 @@ def batch_rows(x, y, first, batch):
     return tf.slice(x, [first, 0], [batch, -1]), tf.slice(y, [first, 0], [batch, -1])
 
 
-def while_steps(step, steps, size, parallel_iterations=1):
+def while_steps(step, steps, size):
     """`(losses, correct)`: `step(i) -> (loss, hits)` for `i < steps` in one `tf.while_loop`,
     into arrays of `size` (at least `steps`; a constant under XLA).
 
@@ -76,7 +76,7 @@ def while_steps(step, steps, size, parallel_iterations=1):
         lambda i, *_: i < steps,
         body,
         (0, tf.TensorArray(tf.float32, size=size), tf.TensorArray(tf.int32, size=size)),
-        parallel_iterations=parallel_iterations,
+        parallel_iterations=1,
     )
     return losses.stack(), correct.stack()
 
