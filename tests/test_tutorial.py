@@ -54,7 +54,9 @@ def test_the_lesson_runs_on_a_small_slice(monkeypatch, tmp_path):
     for name, value in SMALL.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("KERAS_BP_TUTORIAL_OUT", str(tmp_path))
+    sockets = set(ROOT.glob("kernel*"))
     nb = _executor().execute(ENGLISH, timeout=300)
+    assert set(ROOT.glob("kernel*")) == sockets  # the kernel's socket files went with it
     check_no_cell_failed_and_every_figure_cell_shows_an_image(nb)
     check_the_neurons_gradients_by_hand_are_the_tapes(nb)
     check_the_neuron_learns_and_stops_by_its_rule(nb)

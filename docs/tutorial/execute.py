@@ -9,6 +9,7 @@ kernel's timestamps, so a rerun changes only what the lesson computed.
 """
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,12 +26,16 @@ SOURCES = [HERE / "lesson.py", HERE / "lesson.zh-CN.py"]
 def execute(source, timeout=1800):
     """The notebook of the jupytext file `source`, executed top to bottom in a fresh kernel."""
     nb = jupytext.read(source)
-    # Over a local socket file rather than TCP: nothing listens on the network, nothing warns.
-    kernel = KernelManager(kernel_name="python3", transport="ipc")
-    client = nbclient.NotebookClient(
-        nb, km=kernel, timeout=timeout, resources={"metadata": {"path": str(ROOT)}}
-    )
-    client.execute()
+    # Over local socket files rather than TCP: nothing listens on the network, nothing warns.
+    # The sockets live in a directory of their own, removed afterwards, not in the cells' cwd.
+    with tempfile.TemporaryDirectory(prefix="keras-bp-kernel-") as sockets:
+        kernel = KernelManager(
+            kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel")
+        )
+        client = nbclient.NotebookClient(
+            nb, km=kernel, timeout=timeout, resources={"metadata": {"path": str(ROOT)}}
+        )
+        client.execute()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
     return nb
