@@ -1,3 +1,4 @@
+import gc
 import os
 import subprocess
 import sys
@@ -22,6 +23,14 @@ def pytest_collection_modifyitems(items):
         return (0, -heavy.args[0]) if heavy else (1, 0)
 
     items.sort(key=order)  # stable: the rest keep their order
+
+
+def pytest_collection_finish(session):
+    """Exempt what the imports built (TensorFlow, Keras: about 500,000 objects per worker) from
+    Python's garbage collection: each full collection otherwise walks them all again, 14-15
+    times per worker in one run, 3.3-5.1 s of a worker's time; 2.2-3.1 s after."""
+    gc.collect()
+    gc.freeze()
 
 
 class Killed(BaseException):

@@ -43,8 +43,10 @@ def _read(run_dir):
 
 def _train(trainer, out):
     # Each script trains in its own process, where Keras's first model is `sequential`:
-    # start each run with the layer names a fresh process gives.
-    keras.utils.clear_session()
+    # start each run with the layer names a fresh process gives. Names only: the garbage
+    # collection `clear_session` runs by default takes 3-10 s in a worker that has run
+    # hundreds of tests.
+    keras.utils.clear_session(free_memory=False)
     settings = {"out": out, "tensorboard": out / "tensorboard", **SETTINGS}
     if trainer == "fit":
         train_fit(FitConfig(**settings), make_synthetic_data(), verbose=0)
